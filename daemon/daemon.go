@@ -1,0 +1,241 @@
+// Package daemon assembles berth: it owns the socket, the state database and
+// the gRPC server, recovers state before answering, and shuts down cleanly.
+// It never touches containers on the way down: they outlive the daemon.
+package daemon
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"slices"
+	"sync"
+	"time"
+
+	"google.golang.org/grpc"
+	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+
+	"github.com/berth-runtime/berth/cni"
+	"github.com/berth-runtime/berth/config"
+	"github.com/berth-runtime/berth/cri"
+	"github.com/berth-runtime/berth/state"
+)
+
+// maxMsgSize matches kubelet's CRI client limit (cri-client utils.go).
+const maxMsgSize = 16 << 20
+
+// RuntimeName is what Version reports.
+const RuntimeName = "berth"
+
+// ErrSocketInUse means a live daemon already answers on the socket.
+var ErrSocketInUse = errors.New("another daemon is serving on the socket")
+
+// Recoverer rebuilds one part of the runtime from the state database before
+// the server opens.
+type Recoverer interface {
+	Recover(ctx context.Context) error
+}
+
+// Options are the parts of a daemon that are not configuration.
+type Options struct {
+	Version string
+	Logger  *slog.Logger
+	// Register adds further gRPC services beside the CRI ones.
+	Register func(*grpc.Server)
+	// BeforeReady runs after recovery and before the server opens; tests
+	// use it to hold the daemon in its recovering state.
+	BeforeReady func(ctx context.Context) error
+}
+
+// Daemon is a running berth.
+type Daemon struct {
+	cfg      *config.Config
+	log      *slog.Logger
+	store    *state.Store
+	listener net.Listener
+	grpc     *grpc.Server
+	cri      *cri.Server
+	served   chan error
+
+	stopOnce sync.Once
+}
+
+// Start brings the daemon up: socket, state, server, recovery. On error it
+// undoes what it made, so a failed start leaves nothing behind.
+func Start(ctx context.Context, cfg *config.Config, opts Options) (d *Daemon, retErr error) {
+	log := opts.Logger
+	if log == nil {
+		log = slog.Default()
+	}
+	var undo []func()
+	defer func() {
+		if retErr != nil {
+			for _, f := range slices.Backward(undo) {
+				f()
+			}
+		}
+	}()
+
+	if err := checkSocket(cfg.Socket); err != nil {
+		return nil, err
+	}
+	for _, dir := range []string{filepath.Dir(cfg.Socket), cfg.Root, cfg.State} {
+		created, err := mkdirAll(dir, 0o711)
+		if err != nil {
+			return nil, fmt.Errorf("create %s: %w", dir, err)
+		}
+		undo = append(undo, func() { removeEmpty(created) })
+	}
+
+	store, err := state.Open(filepath.Join(cfg.Root, "meta.db"))
+	if err != nil {
+		return nil, err
+	}
+	undo = append(undo, func() { _ = store.Close() })
+
+	network := cni.New(cni.Options{ConfDir: cfg.CNI.ConfDir, BinDirs: cfg.CNI.BinDirs})
+	criServer := cri.NewServer(cri.Options{
+		RuntimeName:     RuntimeName,
+		RuntimeVersion:  opts.Version,
+		CgroupDriver:    cfg.CgroupDriver(),
+		EffectiveConfig: cfg,
+		Network:         network,
+		Logger:          log,
+	})
+
+	lis, err := listen(cfg.Socket)
+	if err != nil {
+		return nil, err
+	}
+	undo = append(undo, func() { _ = lis.Close(); _ = os.Remove(cfg.Socket) })
+
+	srv := grpc.NewServer(
+		grpc.ChainUnaryInterceptor(criServer.UnaryInterceptor),
+		grpc.ChainStreamInterceptor(criServer.StreamInterceptor),
+		grpc.MaxRecvMsgSize(maxMsgSize),
+		grpc.MaxSendMsgSize(maxMsgSize),
+	)
+	runtimeapi.RegisterRuntimeServiceServer(srv, criServer)
+	runtimeapi.RegisterImageServiceServer(srv, criServer)
+	if opts.Register != nil {
+		opts.Register(srv)
+	}
+
+	d = &Daemon{cfg: cfg, log: log, store: store, listener: lis, grpc: srv, cri: criServer, served: make(chan error, 1)}
+	// Serve at once: until recovery is done every call answers Unavailable,
+	// which kubelet retries, instead of a refused connection.
+	go func() { d.served <- srv.Serve(lis) }()
+	undo = append(undo, srv.Stop)
+
+	var recoverers []Recoverer // each later subsystem adds itself here
+	for _, r := range recoverers {
+		if err := r.Recover(ctx); err != nil {
+			return nil, fmt.Errorf("recover state: %w", err)
+		}
+	}
+	if opts.BeforeReady != nil {
+		if err := opts.BeforeReady(ctx); err != nil {
+			return nil, err
+		}
+	}
+	criServer.SetReady()
+	log.Info("berth is serving", "socket", cfg.Socket, "root", cfg.Root, "state", cfg.State, "version", opts.Version, "cgroup_driver", cfg.CgroupDriver())
+	return d, nil
+}
+
+// Done is closed when the gRPC server stops serving on its own.
+func (d *Daemon) Done() <-chan error { return d.served }
+
+// Stop stops accepting requests, lets in-flight ones finish for at most the
+// configured shutdown timeout, then closes them and releases the socket and
+// the state database.
+func (d *Daemon) Stop() {
+	d.stopOnce.Do(func() {
+		timeout := d.cfg.ShutdownTimeout.Duration
+		finished := make(chan struct{})
+		go func() {
+			d.grpc.GracefulStop()
+			close(finished)
+		}()
+		select {
+		case <-finished:
+		case <-time.After(timeout):
+			d.log.Warn("in-flight requests outlived the shutdown timeout; closing them", "timeout", timeout)
+			d.grpc.Stop()
+			<-finished
+		}
+		if err := d.store.Close(); err != nil {
+			d.log.Error("close state database", "error", err)
+		}
+		// Closing the listener unlinks the socket already; this covers a
+		// listener closed by Stop before Serve took it over.
+		_ = os.Remove(d.cfg.Socket)
+		d.log.Info("berth stopped")
+	})
+}
+
+// checkSocket refuses a socket a live daemon answers on and removes a stale
+// one that nobody answers on.
+func checkSocket(path string) error {
+	fi, err := os.Lstat(path)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("socket %s: %w", path, err)
+	}
+	if fi.Mode().Type() != os.ModeSocket {
+		return fmt.Errorf("socket %s: exists and is not a socket", path)
+	}
+	conn, err := net.DialTimeout("unix", path, time.Second)
+	if err == nil {
+		conn.Close()
+		return fmt.Errorf("%w: %s", ErrSocketInUse, path)
+	}
+	if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("remove stale socket %s: %w", path, err)
+	}
+	return nil
+}
+
+func listen(path string) (net.Listener, error) {
+	lis, err := net.Listen("unix", path)
+	if err != nil {
+		return nil, fmt.Errorf("listen on %s: %w", path, err)
+	}
+	// Only root and the socket's group may drive the runtime.
+	if err := os.Chmod(path, 0o660); err != nil {
+		lis.Close()
+		return nil, fmt.Errorf("chmod %s: %w", path, err)
+	}
+	return lis, nil
+}
+
+// mkdirAll is os.MkdirAll that returns the directories it created, outermost
+// first, so a failed start can remove exactly those.
+func mkdirAll(dir string, perm os.FileMode) ([]string, error) {
+	var missing []string
+	for d := filepath.Clean(dir); ; d = filepath.Dir(d) {
+		if _, err := os.Stat(d); err == nil {
+			break
+		}
+		missing = append(missing, d)
+		if d == filepath.Dir(d) {
+			break
+		}
+	}
+	if err := os.MkdirAll(dir, perm); err != nil {
+		return nil, err
+	}
+	slices.Reverse(missing)
+	return missing, nil
+}
+
+func removeEmpty(dirs []string) {
+	for _, d := range slices.Backward(dirs) {
+		_ = os.Remove(d) // fails, as wanted, on a directory that is not empty
+	}
+}
