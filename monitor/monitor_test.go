@@ -86,9 +86,8 @@ func newContainer(t *testing.T, opts Options, args ...string) (*fixture, Handle,
 			_ = h.Wait(context.Background())
 			_ = c.Destroy()
 		}
-		_ = os.Remove("/sys/fs/cgroup/unified/berthtest")
-		for _, c := range []string{"cpu,cpuacct", "memory", "pids", "devices", "freezer", "blkio", "cpuset", "net_cls,net_prio", "perf_event", "hugetlb", "systemd"} {
-			_ = os.Remove(filepath.Join("/sys/fs/cgroup", c, "berthtest"))
+		if left := testutil.RemoveCgroup("berthtest"); len(left) > 0 {
+			t.Errorf("cgroups left: %v", left)
 		}
 	})
 	return f, h, pid
