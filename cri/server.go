@@ -6,10 +6,13 @@
 package cri
 
 import (
+	"context"
 	"log/slog"
 	"sync/atomic"
 
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+
+	"github.com/berth-runtime/berth/sandbox"
 )
 
 // Network is the pod network as the runtime status sees it.
@@ -22,6 +25,17 @@ type Network interface {
 	PodCIDR() string
 }
 
+// Sandboxes manages pod sandboxes (sandbox.Manager).
+type Sandboxes interface {
+	Run(ctx context.Context, cfg *runtimeapi.PodSandboxConfig, runtimeHandler string) (string, error)
+	Stop(ctx context.Context, id string) error
+	Remove(ctx context.Context, id string) error
+	// Get resolves an ID or unique ID prefix; unknown is ErrNotFound.
+	Get(id string) (*sandbox.Pod, error)
+	List() []*sandbox.Pod
+	Stats(id string) (*sandbox.Stats, error)
+}
+
 // Options are what the server is built from; cmd/shim wires them.
 type Options struct {
 	// RuntimeName and RuntimeVersion are reported by Version.
@@ -32,6 +46,7 @@ type Options struct {
 	// EffectiveConfig is shown, as JSON, by verbose Status (`crictl info`).
 	EffectiveConfig any
 	Network         Network
+	Sandboxes       Sandboxes
 	Logger          *slog.Logger
 }
 

@@ -21,6 +21,7 @@ import (
 	"github.com/berth-runtime/berth/cni"
 	"github.com/berth-runtime/berth/config"
 	"github.com/berth-runtime/berth/cri"
+	"github.com/berth-runtime/berth/sandbox"
 	"github.com/berth-runtime/berth/state"
 )
 
@@ -96,13 +97,36 @@ func Start(ctx context.Context, cfg *config.Config, opts Options) (d *Daemon, re
 	}
 	undo = append(undo, func() { _ = store.Close() })
 
-	network := cni.New(cni.Options{ConfDir: cfg.CNI.ConfDir, BinDirs: cfg.CNI.BinDirs})
+	network := cni.New(cni.Options{
+		ConfDir: cfg.CNI.ConfDir,
+		// The configured directories, then cni/ beside the berth binary.
+		BinDirs:  cni.OwnBinDirs(cfg.CNI.BinDirs),
+		CacheDir: filepath.Join(cfg.Root, "cni", "cache"),
+		Default: func() cni.DefaultConfig {
+			d := cni.DefaultNetwork()
+			d.IPAMDir = filepath.Join(cfg.Root, "cni", "networks")
+			return d
+		}(),
+		Logger: log,
+	})
+	sandboxes, err := sandbox.New(sandbox.Options{
+		Root:         cfg.Root,
+		State:        cfg.State,
+		Store:        store,
+		Network:      network,
+		CgroupDriver: cfg.CgroupDriver(),
+		Logger:       log,
+	})
+	if err != nil {
+		return nil, err
+	}
 	criServer := cri.NewServer(cri.Options{
 		RuntimeName:     RuntimeName,
 		RuntimeVersion:  opts.Version,
 		CgroupDriver:    cfg.CgroupDriver(),
 		EffectiveConfig: cfg,
 		Network:         network,
+		Sandboxes:       sandboxes,
 		Logger:          log,
 	})
 
@@ -130,7 +154,7 @@ func Start(ctx context.Context, cfg *config.Config, opts Options) (d *Daemon, re
 	go func() { d.served <- srv.Serve(lis) }()
 	undo = append(undo, srv.Stop)
 
-	var recoverers []Recoverer // each later subsystem adds itself here
+	recoverers := []Recoverer{sandboxes} // each later subsystem adds itself here
 	for _, r := range recoverers {
 		if err := r.Recover(ctx); err != nil {
 			return nil, fmt.Errorf("recover state: %w", err)

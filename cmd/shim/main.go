@@ -10,6 +10,7 @@ import (
 	"os"
 
 	"github.com/berth-runtime/berth/config"
+	"github.com/berth-runtime/berth/sandbox"
 )
 
 // version is set at build time: -ldflags "-X main.version=…".
@@ -31,6 +32,10 @@ func main() {
 		fmt.Printf("berth %s\n", version)
 	case "help":
 		usage()
+	case sandbox.InfraSubcommand:
+		// Hidden: PID 1 of a pod's shared PID namespace, started by the
+		// daemon (sandbox/infra.go).
+		os.Exit(sandbox.PodInit())
 	default:
 		usage()
 		err = fmt.Errorf("unknown command %q", cmd)
