@@ -131,6 +131,18 @@ func cgroupManager(r CgroupRef) (cgroups.Manager, error) {
 	return manager.New(r.config(nil))
 }
 
+// cgroupExists reports whether any controller's directory of the cgroup
+// exists. (The v1 manager's Exists looks at the devices controller only,
+// which berth leaves alone for pod cgroups.)
+func cgroupExists(m cgroups.Manager) bool {
+	for _, p := range m.GetPaths() {
+		if cgroups.PathExists(p) {
+			return true
+		}
+	}
+	return false
+}
+
 // destroyCgroup removes the pod cgroup; a missing one is fine.
 func destroyCgroup(r CgroupRef) error {
 	if r.Path == "" && r.Name == "" {

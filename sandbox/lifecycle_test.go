@@ -91,6 +91,7 @@ func TestRunStopRemove(t *testing.T) {
 		}
 	}
 	e.assertGone(p)
+	e.assertNoAllocations()
 	if err := e.mgr.Remove(ctx, "0123456789abcdef"); err != nil {
 		t.Errorf("remove of an unknown pod: %v", err)
 	}

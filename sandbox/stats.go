@@ -53,7 +53,7 @@ func (m *Manager) Stats(id string) (*Stats, error) {
 		return nil, err
 	}
 	st := &Stats{Timestamp: time.Now()}
-	if cg, err := cgroupManager(p.Cgroup); err == nil && cg.Exists() {
+	if cg, err := cgroupManager(p.Cgroup); err == nil && cgroupExists(cg) {
 		s, err := cg.GetStats()
 		if err != nil {
 			return nil, fmt.Errorf("pod %s: cgroup stats: %w", p.ID, err)

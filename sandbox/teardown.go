@@ -115,7 +115,7 @@ func (m *Manager) stopInfra(p *Pod) error {
 // children: containers are the containers manager's).
 func (m *Manager) killCgroup(p *Pod) error {
 	cg, err := cgroupManager(p.Cgroup)
-	if err != nil || !cg.Exists() {
+	if err != nil || !cgroupExists(cg) {
 		return nil
 	}
 	pids, err := cg.GetPids()
