@@ -176,7 +176,7 @@ func (h Handle) Wait(ctx context.Context) error {
 
 // call sends one request to a monitor's control socket.
 func call(bundle string, req Request, timeout time.Duration) (net.Conn, *bufio.Reader, error) {
-	conn, err := net.DialTimeout("unix", filepath.Join(bundle, SocketFile), timeout)
+	conn, err := dialInDir(bundle, SocketFile, timeout)
 	if err != nil {
 		return nil, nil, fmt.Errorf("connect to monitor: %w", err)
 	}
@@ -226,4 +226,16 @@ func Resize(bundle string, width, height uint16) error {
 // frames (ReadFrame/WriteFrame); reads must go through the returned reader.
 func Attach(bundle string, stdin, stdout, stderr bool) (net.Conn, *bufio.Reader, error) {
 	return call(bundle, Request{Op: "attach", Stdin: stdin, Stdout: stdout, Stderr: stderr}, 5*time.Second)
+}
+
+// dialInDir connects to the socket name in dir through the directory's
+// /proc/self/fd entry: a unix socket address holds at most 107 bytes, and
+// bundle paths under a long state directory are longer.
+func dialInDir(dir, name string, timeout time.Duration) (net.Conn, error) {
+	fd, err := unix.Open(dir, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return nil, &os.PathError{Op: "open", Path: dir, Err: err}
+	}
+	defer unix.Close(fd)
+	return net.DialTimeout("unix", fmt.Sprintf("/proc/self/fd/%d/%s", fd, name), timeout)
 }

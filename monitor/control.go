@@ -9,6 +9,7 @@ import (
 	"io"
 	"net"
 	"os"
+	"path/filepath"
 	"sync"
 
 	"golang.org/x/sys/unix"
@@ -99,12 +100,24 @@ type controlServer struct {
 	closed    bool
 }
 
+// listenControl listens on the control socket. It binds through the
+// directory's /proc/self/fd entry, as dialInDir connects, to stay within the
+// unix socket address limit whatever the bundle path.
 func listenControl(path string, m *monitor) (*controlServer, error) {
 	_ = os.Remove(path)
-	lis, err := net.Listen("unix", path)
+	dir, err := unix.Open(filepath.Dir(path), unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return nil, fmt.Errorf("control socket: open %s: %w", filepath.Dir(path), err)
+	}
+	defer unix.Close(dir)
+	lis, err := net.Listen("unix", fmt.Sprintf("/proc/self/fd/%d/%s", dir, filepath.Base(path)))
 	if err != nil {
 		return nil, fmt.Errorf("control socket: %w", err)
 	}
+	// The listener would unlink its /proc path on close, which does not
+	// name the socket once the directory fd is closed; the bundle's removal
+	// takes the socket file instead.
+	lis.(*net.UnixListener).SetUnlinkOnClose(false)
 	if err := os.Chmod(path, 0o600); err != nil {
 		lis.Close()
 		return nil, err

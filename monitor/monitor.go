@@ -26,8 +26,9 @@ import (
 // pipes open forever.
 const outputDrainTimeout = 2 * time.Second
 
-// Run is the monitor process's body: it creates the container from the
-// bundle, reports on the sync pipe, then supervises until the init exits.
+// Run is the monitor process's body: it creates and starts the container
+// from the bundle, reports on the sync pipe, then supervises until the init
+// exits.
 func Run(bundle string, sync *os.File, log *slog.Logger) error {
 	m, err := create(bundle, log)
 	if err != nil {
@@ -73,8 +74,10 @@ func readJSON(path string, v any) error {
 	return nil
 }
 
-// create makes the container and leaves its init blocked until the daemon
-// starts it. On error nothing is left: the libcontainer state is destroyed.
+// create makes the container and runs its init: the daemon spawns the
+// monitor at StartContainer, as containerd creates its task then, so a
+// command missing from the image fails the start, naming the command. On
+// error nothing is left: the libcontainer state is destroyed.
 func create(bundle string, log *slog.Logger) (_ *monitor, retErr error) {
 	m := &monitor{bundle: bundle, log: log}
 	if err := readJSON(filepath.Join(bundle, OptionsFile), &m.opts); err != nil {
@@ -128,7 +131,7 @@ func create(bundle string, log *slog.Logger) (_ *monitor, retErr error) {
 	if err != nil {
 		return nil, err
 	}
-	err = m.container.Start(m.process)
+	err = m.container.Run(m.process)
 	for _, f := range childIO {
 		f.Close() // the init holds its own copies now
 	}
@@ -196,7 +199,7 @@ func (m *monitor) setupIO() ([]*os.File, error) {
 func (m *monitor) receiveConsole() error {
 	sock := m.console
 	defer sock.Close()
-	master, err := recvFd(sock)
+	master, err := RecvFd(sock)
 	if err != nil {
 		return fmt.Errorf("receive console: %w", err)
 	}
@@ -208,7 +211,9 @@ func (m *monitor) receiveConsole() error {
 	return nil
 }
 
-func recvFd(sock *os.File) (*os.File, error) {
+// RecvFd receives one file descriptor sent over a unix socket (a pty
+// master from libcontainer's console socket).
+func RecvFd(sock *os.File) (*os.File, error) {
 	buf := make([]byte, 4096)
 	oob := make([]byte, unix.CmsgSpace(4))
 	n, oobn, _, _, err := unix.Recvmsg(int(sock.Fd()), buf, oob, 0)
@@ -293,11 +298,13 @@ func (m *monitor) oomKilled() bool {
 	if err != nil {
 		return false
 	}
-	if p, ok := st.CgroupPaths[""]; ok {
-		return counterAbove0(filepath.Join(p, "memory.events"), "oom_kill")
-	}
+	// A hybrid host lists its controller-less cgroup2 tree under "" too:
+	// the v1 memory controller, where present, is the one that counts.
 	if p, ok := st.CgroupPaths["memory"]; ok {
 		return counterAbove0(filepath.Join(p, "memory.oom_control"), "oom_kill")
+	}
+	if p, ok := st.CgroupPaths[""]; ok {
+		return counterAbove0(filepath.Join(p, "memory.events"), "oom_kill")
 	}
 	return false
 }

@@ -3,7 +3,6 @@ package monitor
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -69,6 +68,7 @@ func newContainer(t *testing.T, opts Options, args ...string) (*fixture, Handle,
 	spec := specconv.Example()
 	spec.Root = &specs.Root{Path: rootfs}
 	spec.Process.Terminal = opts.TTY
+	spec.Process.ConsoleSize = &specs.Box{Height: 40, Width: 120}
 	spec.Process.Args = args
 	spec.Linux.CgroupsPath = "/berthtest/" + f.id
 	data, _ := json.Marshal(spec)
@@ -91,17 +91,6 @@ func newContainer(t *testing.T, opts Options, args ...string) (*fixture, Handle,
 		}
 	})
 	return f, h, pid
-}
-
-func (f *fixture) start(t *testing.T) {
-	t.Helper()
-	c, err := libcontainer.Load(f.runcRoot, f.id)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := c.Exec(); err != nil {
-		t.Fatal(err)
-	}
 }
 
 func waitExit(t *testing.T, f *fixture, h Handle) *Exit {
@@ -133,12 +122,6 @@ func TestContainerRunsLogsAndExits(t *testing.T) {
 	if pid <= 0 || !h.Alive() {
 		t.Fatalf("pid %d, monitor alive %v", pid, h.Alive())
 	}
-	// Created, not started: nothing runs until Exec.
-	time.Sleep(100 * time.Millisecond)
-	if _, err := ReadExit(f.bundle); !errors.Is(err, os.ErrNotExist) {
-		t.Fatal("container ran before start")
-	}
-	f.start(t)
 	e := waitExit(t, f, h)
 	if e.ExitCode != 3 || e.Pid != pid || e.OOMKilled {
 		t.Fatalf("exit: %+v", e)
@@ -152,7 +135,6 @@ func TestContainerRunsLogsAndExits(t *testing.T) {
 
 func TestManyLinesNoLoss(t *testing.T) {
 	f, h, _ := newContainer(t, Options{}, "sh", "-c", "seq 1 100000")
-	f.start(t)
 	if e := waitExit(t, f, h); e.ExitCode != 0 {
 		t.Fatalf("exit %d", e.ExitCode)
 	}
@@ -170,7 +152,6 @@ func TestManyLinesNoLoss(t *testing.T) {
 func TestLongLineSplitIntoPartials(t *testing.T) {
 	// 1 MiB of 'a' then a newline.
 	f, h, _ := newContainer(t, Options{}, "sh", "-c", "head -c 1048576 /dev/zero | tr '\\0' a; echo")
-	f.start(t)
 	waitExit(t, f, h)
 	lines := logLines(t, f.logPath)
 	if len(lines) != 1<<20/MaxLogLine {
@@ -195,7 +176,6 @@ func TestLongLineSplitIntoPartials(t *testing.T) {
 
 func TestReopenLogAndAttach(t *testing.T) {
 	f, h, _ := newContainer(t, Options{Stdin: true, StdinOnce: true}, "sh", "-c", "read line; echo got:$line; cat")
-	f.start(t)
 	conn, br, err := Attach(f.bundle, true, true, true)
 	if err != nil {
 		t.Fatal(err)
@@ -232,22 +212,21 @@ func TestReopenLogAndAttach(t *testing.T) {
 }
 
 func TestTTY(t *testing.T) {
-	f, h, _ := newContainer(t, Options{TTY: true}, "sh", "-c", "stty size; test -t 1 && echo isatty")
-	// The size must be set before the program reads it.
-	if err := Resize(f.bundle, 120, 40); err != nil {
+	f, h, _ := newContainer(t, Options{TTY: true}, "sh", "-c", "stty size; test -t 1 && echo isatty; sleep 0.3; stty size")
+	// The initial size comes from the spec; a resize changes it.
+	time.Sleep(100 * time.Millisecond)
+	if err := Resize(f.bundle, 100, 30); err != nil {
 		t.Fatal(err)
 	}
-	f.start(t)
 	waitExit(t, f, h)
 	joined := strings.Join(logLines(t, f.logPath), "\n")
-	if !strings.Contains(joined, "stdout F 40 120") || !strings.Contains(joined, "stdout F isatty") {
+	if !strings.Contains(joined, "stdout F 40 120") || !strings.Contains(joined, "stdout F isatty") || !strings.Contains(joined, "stdout F 30 100") {
 		t.Fatalf("tty log:\n%s", joined)
 	}
 }
 
 func TestKilledReportsSignalExit(t *testing.T) {
 	f, h, _ := newContainer(t, Options{}, "sleep", "1000")
-	f.start(t)
 	c, err := libcontainer.Load(f.runcRoot, f.id)
 	if err != nil {
 		t.Fatal(err)
@@ -260,7 +239,31 @@ func TestKilledReportsSignalExit(t *testing.T) {
 	}
 }
 
-func TestBadCommandFailsCreate(t *testing.T) {
+func TestMissingCommandNamedAtStart(t *testing.T) {
+	dir := t.TempDir()
+	bundle := filepath.Join(dir, "b")
+	rootfs := filepath.Join(dir, "rootfs")
+	os.MkdirAll(bundle, 0o755)
+	if err := testutil.BusyboxRootfs(rootfs); err != nil {
+		t.Fatal(err)
+	}
+	spec := specconv.Example()
+	spec.Root = &specs.Root{Path: rootfs}
+	spec.Process.Terminal = false
+	spec.Process.Args = []string{"no-such-command"}
+	spec.Linux.CgroupsPath = "/berthtest/missing"
+	data, _ := json.Marshal(spec)
+	os.WriteFile(filepath.Join(bundle, SpecFile), data, 0o600)
+	_, _, err := Spawn(context.Background(), monitorBinary, bundle, Options{ID: "missing", RuncRoot: filepath.Join(dir, "runc")})
+	if err == nil || !strings.Contains(err.Error(), "no-such-command") {
+		t.Fatalf("spawn with a missing command: %v", err)
+	}
+	if left := testutil.RemoveCgroup("berthtest"); len(left) > 0 {
+		t.Errorf("cgroups left: %v", left)
+	}
+}
+
+func TestBadBundleFailsCreate(t *testing.T) {
 	dir := t.TempDir()
 	bundle := filepath.Join(dir, "b")
 	os.MkdirAll(bundle, 0o755)

@@ -1,0 +1,303 @@
+package container
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/opencontainers/runc/libcontainer"
+	_ "github.com/opencontainers/runc/libcontainer/nsenter"
+	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+
+	"github.com/berth-runtime/berth/cni"
+	"github.com/berth-runtime/berth/sandbox"
+	"github.com/berth-runtime/berth/state"
+	"github.com/berth-runtime/berth/test/testutil"
+)
+
+// The test network and cgroup never clash with a running daemon's or with
+// the sandbox package's tests.
+const (
+	testBridge  = "berthct0"
+	testSubnet  = "10.251.0.0/24"
+	testNetwork = "berthct"
+	testCgroup  = "/berthct"
+)
+
+var (
+	monitorBinary string
+	// busyboxLayer is one unpacked layer holding a busybox userland.
+	busyboxLayer string
+)
+
+// The test binary is re-executed by libcontainer (`init`, for exec) and by
+// the sandbox manager (the pod's PID namespace init), as bin/shim is.
+func init() {
+	if len(os.Args) > 1 && os.Args[1] == "init" {
+		libcontainer.Init()
+	}
+}
+
+func TestMain(m *testing.M) {
+	if len(os.Args) > 1 && os.Args[1] == sandbox.InfraSubcommand {
+		os.Exit(sandbox.PodInit())
+	}
+	os.Exit(func() int {
+		if os.Geteuid() != 0 {
+			fmt.Println("container tests need root")
+			return 1
+		}
+		dir, err := os.MkdirTemp("", "berth-container-test")
+		if err != nil {
+			panic(err)
+		}
+		defer os.RemoveAll(dir)
+		monitorBinary = filepath.Join(dir, "berth-monitor")
+		if out, err := exec.Command("go", "build", "-tags", "seccomp", "-o", monitorBinary, "../cmd/monitor").CombinedOutput(); err != nil {
+			fmt.Printf("build monitor: %v\n%s", err, out)
+			return 1
+		}
+		busyboxLayer = filepath.Join(dir, "layer")
+		if err := testutil.BusyboxRootfs(busyboxLayer); err != nil {
+			fmt.Println(err)
+			return 1
+		}
+		code := m.Run()
+		_ = exec.Command("ip", "link", "del", testBridge).Run()
+		if left := testutil.RemoveCgroup(strings.TrimPrefix(testCgroup, "/")); len(left) > 0 {
+			fmt.Printf("cgroups left: %v\n", left)
+			code = 1
+		}
+		return code
+	}())
+}
+
+// testImages serves one image, busybox, from an unpacked layer: the image
+// store is not what these tests are about.
+type testImages struct {
+	mu    sync.Mutex
+	users map[string]bool
+}
+
+func (i *testImages) ContainerImage(ctx context.Context, ref string) (*ImageConfig, error) {
+	if ref != "busybox" {
+		return nil, fmt.Errorf("image %q: %w", ref, errNotFound)
+	}
+	return &ImageConfig{
+		ID: "sha256:busybox", Ref: "example.test/busybox@sha256:0", Name: "busybox",
+		Env: []string{"PATH=/bin", "FROM_IMAGE=1"}, Cmd: []string{"sh"}, Volumes: []string{"/data"},
+	}, nil
+}
+
+func (i *testImages) Rootfs(ctx context.Context, imageID, containerID string) ([]string, error) {
+	i.mu.Lock()
+	defer i.mu.Unlock()
+	i.users[containerID] = true
+	return []string{busyboxLayer}, nil
+}
+
+func (i *testImages) ReleaseRootfs(containerID string) error {
+	i.mu.Lock()
+	defer i.mu.Unlock()
+	delete(i.users, containerID)
+	return nil
+}
+
+type env struct {
+	t      *testing.T
+	base   string
+	root   string
+	state  string
+	store  *state.Store
+	pods   *sandbox.Manager
+	mgr    *Manager
+	images *testImages
+	net    *cni.Manager
+	log    *slog.Logger
+}
+
+type testWriter struct{ t *testing.T }
+
+func (w testWriter) Write(p []byte) (int, error) {
+	w.t.Log(strings.TrimRight(string(p), "\n"))
+	return len(p), nil
+}
+
+func newEnv(t *testing.T) *env {
+	t.Helper()
+	bin, err := filepath.Abs("../bin/cni")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(filepath.Join(bin, "bridge")); err != nil {
+		t.Fatalf("CNI plugins missing in %s: run `make cni-plugins`", bin)
+	}
+	base := t.TempDir()
+	e := &env{
+		t: t, base: base,
+		root:   filepath.Join(base, "root"),
+		state:  filepath.Join(base, "state"),
+		images: &testImages{users: map[string]bool{}},
+		log:    slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelDebug})),
+	}
+	e.net = cni.New(cni.Options{
+		ConfDir:  filepath.Join(base, "net.d"),
+		BinDirs:  []string{bin},
+		CacheDir: filepath.Join(e.root, "cni", "cache"),
+		Default:  cni.DefaultConfig{Name: testNetwork, Bridge: testBridge, Subnet: testSubnet, IPAMDir: filepath.Join(e.root, "cni", "networks")},
+		Logger:   e.log,
+	})
+	e.open()
+	t.Cleanup(func() {
+		for _, p := range e.pods.List() {
+			if err := e.pods.Remove(context.Background(), p.ID); err != nil {
+				t.Errorf("cleanup: remove pod %s: %v", p.ID, err)
+			}
+		}
+		if n := len(e.mgr.List()); n != 0 {
+			t.Errorf("%d containers left after removing every pod", n)
+		}
+		if len(e.images.users) != 0 {
+			t.Errorf("image layers still held: %v", e.images.users)
+		}
+		e.store.Close()
+	})
+	return e
+}
+
+// open builds the managers over the store, as a daemon start does.
+func (e *env) open() {
+	e.t.Helper()
+	if e.store != nil {
+		e.store.Close()
+	}
+	store, err := state.Open(filepath.Join(e.root, "meta.db"))
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	e.store = store
+	pods, err := sandbox.New(sandbox.Options{Root: e.root, State: e.state, Store: store, Network: e.net, CgroupDriver: "cgroupfs", Logger: e.log})
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	mgr, err := New(Options{Root: e.root, State: e.state, Store: store, Pods: pods, Images: e.images, MonitorBinary: monitorBinary, CgroupDriver: "cgroupfs", Logger: e.log})
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	pods.SetContainers(mgr)
+	if err := pods.Recover(context.Background()); err != nil {
+		e.t.Fatal(err)
+	}
+	if err := mgr.Recover(context.Background()); err != nil {
+		e.t.Fatal(err)
+	}
+	e.pods, e.mgr = pods, mgr
+}
+
+var seq int
+
+// pod runs a pod; hostNetwork pods skip CNI to keep most tests fast.
+func (e *env) pod(hostNetwork bool) *sandbox.Pod {
+	e.t.Helper()
+	seq++
+	mode := runtimeapi.NamespaceMode_POD
+	if hostNetwork {
+		mode = runtimeapi.NamespaceMode_NODE
+	}
+	cfg := &runtimeapi.PodSandboxConfig{
+		Metadata:     &runtimeapi.PodSandboxMetadata{Name: fmt.Sprintf("p%d", seq), Namespace: "test", Uid: fmt.Sprintf("uid%d-%d", seq, time.Now().UnixNano())},
+		Hostname:     fmt.Sprintf("p%d", seq),
+		LogDirectory: filepath.Join(e.base, "logs", fmt.Sprint(seq)),
+		Linux: &runtimeapi.LinuxPodSandboxConfig{
+			CgroupParent: testCgroup,
+			SecurityContext: &runtimeapi.LinuxSandboxSecurityContext{
+				NamespaceOptions: &runtimeapi.NamespaceOption{Network: mode, Pid: runtimeapi.NamespaceMode_CONTAINER},
+			},
+		},
+	}
+	id, err := e.pods.Run(context.Background(), cfg, "")
+	if err != nil {
+		e.t.Fatalf("run pod: %v", err)
+	}
+	p, err := e.pods.Get(id)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	return p
+}
+
+func config(name string, args ...string) *runtimeapi.ContainerConfig {
+	return &runtimeapi.ContainerConfig{
+		Metadata: &runtimeapi.ContainerMetadata{Name: name},
+		Image:    &runtimeapi.ImageSpec{Image: "busybox"},
+		Command:  args,
+		LogPath:  name + ".log",
+	}
+}
+
+// run creates and starts a container.
+func (e *env) run(p *sandbox.Pod, cfg *runtimeapi.ContainerConfig) *Container {
+	e.t.Helper()
+	id, err := e.mgr.Create(context.Background(), p.ID, cfg)
+	if err != nil {
+		e.t.Fatalf("create: %v", err)
+	}
+	if err := e.mgr.Start(context.Background(), id); err != nil {
+		e.t.Fatalf("start: %v", err)
+	}
+	c, err := e.mgr.Get(id)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	return c
+}
+
+// waitState polls until the container reaches want.
+func (e *env) waitState(id string, want State) *Container {
+	e.t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		c, err := e.mgr.Get(id)
+		if err != nil {
+			e.t.Fatal(err)
+		}
+		if c.State == want {
+			return c
+		}
+		if time.Now().After(deadline) {
+			e.t.Fatalf("container %s is %s, want %s", id, c.State, want)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func (e *env) exec(id string, args ...string) (string, int32) {
+	e.t.Helper()
+	r, err := e.mgr.ExecSync(context.Background(), id, args, 10*time.Second)
+	if err != nil {
+		e.t.Fatalf("exec %v: %v", args, err)
+	}
+	return string(r.Stdout) + string(r.Stderr), r.ExitCode
+}
+
+func logText(t *testing.T, path string) string {
+	t.Helper()
+	data, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var lines []string
+	for _, l := range strings.Split(strings.TrimSuffix(string(data), "\n"), "\n") {
+		if parts := strings.SplitN(l, " ", 4); len(parts) == 4 {
+			lines = append(lines, parts[1]+":"+parts[3])
+		}
+	}
+	return strings.Join(lines, "\n")
+}
