@@ -63,9 +63,9 @@ type Container struct {
 	StopSignal string `json:"stopSignal,omitempty"`
 	// TerminationMessageHostPath is the host side of the termination
 	// message mount, read into Message when the container exits.
-	TerminationMessageHostPath string `json:"terminationMessageHostPath,omitempty"`
-	UID                        uint32 `json:"uid"`
-	GID                        uint32 `json:"gid"`
+	TerminationMessageHostPath string   `json:"terminationMessageHostPath,omitempty"`
+	UID                        uint32   `json:"uid"`
+	GID                        uint32   `json:"gid"`
 	Groups                     []uint32 `json:"groups,omitempty"`
 
 	// Config is the ContainerConfig as protojson (mounts, resources,

@@ -129,4 +129,3 @@ func (m *Manager) writableLayer(c *Container, now time.Time) *runtimeapi.Filesys
 		InodesUsed: &runtimeapi.UInt64Value{Value: inodes},
 	}
 }
-
