@@ -168,7 +168,7 @@ func resolveLogPath(dir, rel string) (string, error) {
 
 func stopSignal(cfg *runtimeapi.ContainerConfig, img *ImageConfig) string {
 	if s := cfg.GetStopSignal(); s != runtimeapi.Signal_SIGNAL_RUNTIME_DEFAULT {
-		return s.String()
+		return strings.TrimPrefix(s.String(), "SIGNAL_")
 	}
 	if img.StopSignal != "" {
 		return img.StopSignal

@@ -12,6 +12,7 @@ import (
 
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
+	"github.com/berth-runtime/berth/events"
 	"github.com/berth-runtime/berth/sandbox"
 )
 
@@ -47,7 +48,10 @@ type Options struct {
 	EffectiveConfig any
 	Network         Network
 	Sandboxes       Sandboxes
-	Logger          *slog.Logger
+	Containers      Containers
+	// Events carries pod and container lifecycle events.
+	Events *events.Broadcaster
+	Logger *slog.Logger
 }
 
 // Server implements the CRI services. The Unimplemented types are embedded
