@@ -127,8 +127,18 @@ func (m *Manager) lock(id string) func() {
 	return mu.Unlock
 }
 
-// Get returns a copy of the pod whose ID is id or starts with it.
+// Get returns a copy of the pod whose ID is id or starts with it, as
+// observed now (see observe).
 func (m *Manager) Get(id string) (*Pod, error) {
+	p, err := m.record(id)
+	if err != nil {
+		return nil, err
+	}
+	return observe(p), nil
+}
+
+// record returns a copy of the pod's record as written.
+func (m *Manager) record(id string) (*Pod, error) {
 	full, err := m.ids.Resolve(id)
 	if err != nil {
 		return nil, fmt.Errorf("pod sandbox %w", err)
@@ -142,12 +152,22 @@ func (m *Manager) Get(id string) (*Pod, error) {
 	return p.clone(), nil
 }
 
+// observe reports a ready pod whose infra process died as not ready: its
+// PID namespace, and every container in it, is gone. The record is left
+// alone; StopPodSandbox, which kubelet sends next, tidies up.
+func observe(p *Pod) *Pod {
+	if p.State == StateReady && p.PIDMode == PIDPod && !processAlive(p.InfraPID, p.InfraStart) {
+		p.State = StateNotReady
+	}
+	return p
+}
+
 // List returns a copy of every pod, oldest first.
 func (m *Manager) List() []*Pod {
 	m.mu.RLock()
 	out := make([]*Pod, 0, len(m.pods))
 	for _, p := range m.pods {
-		out = append(out, p.clone())
+		out = append(out, observe(p.clone()))
 	}
 	m.mu.RUnlock()
 	slices.SortFunc(out, func(a, b *Pod) int { return a.CreatedAt.Compare(b.CreatedAt) })

@@ -12,13 +12,13 @@ import (
 // stays, NOTREADY, until Remove. Stopping a stopped pod succeeds; an
 // unknown pod is NotFound (kubelet treats that as done).
 func (m *Manager) Stop(ctx context.Context, id string) error {
-	p, err := m.Get(id)
+	p, err := m.record(id)
 	if err != nil {
 		return err
 	}
 	unlock := m.lock(p.ID)
 	defer unlock()
-	if p, err = m.Get(p.ID); err != nil {
+	if p, err = m.record(p.ID); err != nil {
 		return err // removed while we waited
 	}
 	if p.State == StateNotReady {
@@ -40,7 +40,7 @@ func (m *Manager) stop(ctx context.Context, p *Pod) error {
 	if err := m.save(p); err != nil {
 		return err
 	}
-	if err := m.release(ctx, p); err != nil {
+	if err := m.release(ctx, p, true); err != nil {
 		return err
 	}
 	p.State = StateNotReady
@@ -50,10 +50,11 @@ func (m *Manager) stop(ctx context.Context, p *Pod) error {
 	return m.save(p)
 }
 
-// release frees what a pod holds while it runs. Each step tolerates "already
-// done", so it runs again safely after a crash or a failure.
-func (m *Manager) release(ctx context.Context, p *Pod) error {
-	if m.opts.Containers != nil {
+// release frees what a pod holds while it runs, first stopping its
+// containers if asked. Each step tolerates "already done", so it runs again
+// safely after a crash or a failure.
+func (m *Manager) release(ctx context.Context, p *Pod, stopContainers bool) error {
+	if stopContainers && m.opts.Containers != nil {
 		p.Step = "stop containers"
 		if err := m.opts.Containers.StopAll(ctx, p.ID, m.opts.StopGrace); err != nil {
 			return fmt.Errorf("%s: %w", p.Step, err)
@@ -138,7 +139,7 @@ func (m *Manager) killCgroup(p *Pod) error {
 // Remove removes the pod and everything it owns: containers, namespaces,
 // mounts, cgroup, files and record. Removing an unknown pod succeeds.
 func (m *Manager) Remove(ctx context.Context, id string) error {
-	p, err := m.Get(id)
+	p, err := m.record(id)
 	if errors.Is(err, errNotFound) {
 		return nil
 	}
@@ -147,7 +148,7 @@ func (m *Manager) Remove(ctx context.Context, id string) error {
 	}
 	unlock := m.lock(p.ID)
 	defer unlock()
-	if p, err = m.Get(p.ID); errors.Is(err, errNotFound) {
+	if p, err = m.record(p.ID); errors.Is(err, errNotFound) {
 		return nil
 	} else if err != nil {
 		return err
@@ -177,7 +178,8 @@ func (m *Manager) teardown(ctx context.Context, p *Pod, creating bool) error {
 			return fmt.Errorf("%s: %w", p.Step, err)
 		}
 	}
-	if err := m.release(ctx, p); err != nil {
+	// Removed containers need no stop; a pod being created has none.
+	if err := m.release(ctx, p, false); err != nil {
 		return err
 	}
 	p.Step = "remove pod files"
