@@ -21,9 +21,9 @@ import (
 	"github.com/berth-runtime/berth/cni"
 	"github.com/berth-runtime/berth/config"
 	"github.com/berth-runtime/berth/container"
+	"github.com/berth-runtime/berth/cri"
 	"github.com/berth-runtime/berth/events"
 	"github.com/berth-runtime/berth/images"
-	"github.com/berth-runtime/berth/cri"
 	"github.com/berth-runtime/berth/sandbox"
 	"github.com/berth-runtime/berth/state"
 )
@@ -111,7 +111,7 @@ func Start(ctx context.Context, cfg *config.Config, opts Options) (d *Daemon, re
 		// The default network keeps host-local's usual IPAM directory:
 		// the file outlives this daemon's root, so it must not name it.
 		Default: cni.DefaultNetwork(),
-		Logger: log,
+		Logger:  log,
 	})
 	sandboxes, err := sandbox.New(sandbox.Options{
 		Root:         cfg.Root,
