@@ -18,10 +18,14 @@ CNI_PLUGINS := main/bridge main/loopback ipam/host-local meta/portmap
 
 all: build
 
-build: $(BIN)/shim cni-plugins
+build: $(BIN)/shim $(BIN)/berth-monitor cni-plugins
 
 $(BIN)/shim: FORCE
 	$(GO) build $(GOFLAGS_BUILD) -o $@ ./cmd/shim
+
+# The per-container monitor: a binary of its own, small, beside the shim.
+$(BIN)/berth-monitor: FORCE
+	$(GO) build $(GOFLAGS_BUILD) -o $@ ./cmd/monitor
 
 # The reference CNI plugins, built from the module berth depends on, into
 # bin/cni: the daemon searches the cni/ directory beside its binary last.

@@ -20,7 +20,10 @@ import (
 
 	"github.com/berth-runtime/berth/cni"
 	"github.com/berth-runtime/berth/config"
+	"github.com/berth-runtime/berth/container"
 	"github.com/berth-runtime/berth/cri"
+	"github.com/berth-runtime/berth/events"
+	"github.com/berth-runtime/berth/images"
 	"github.com/berth-runtime/berth/sandbox"
 	"github.com/berth-runtime/berth/state"
 )
@@ -46,6 +49,9 @@ type Options struct {
 	Logger  *slog.Logger
 	// Register adds further gRPC services beside the CRI ones.
 	Register func(*grpc.Server)
+	// MonitorBinary is the berth-monitor executable; empty means the one
+	// beside this executable.
+	MonitorBinary string
 	// BeforeReady runs after recovery and before the server opens; tests
 	// use it to hold the daemon in its recovering state.
 	BeforeReady func(ctx context.Context) error
@@ -118,6 +124,38 @@ func Start(ctx context.Context, cfg *config.Config, opts Options) (d *Daemon, re
 	if err != nil {
 		return nil, err
 	}
+	imageStore, err := images.New(images.Options{
+		Root:                cfg.Root,
+		Store:               store,
+		Registries:          registries(cfg),
+		PullProgressTimeout: cfg.Images.PullProgressTimeout.Duration,
+		Logger:              log,
+	})
+	if err != nil {
+		return nil, err
+	}
+	monitorBinary := opts.MonitorBinary
+	if monitorBinary == "" {
+		if monitorBinary, err = monitorBinaryPath(); err != nil {
+			return nil, err
+		}
+	}
+	lifecycle := events.New()
+	containers, err := container.New(container.Options{
+		Root:          cfg.Root,
+		State:         cfg.State,
+		Store:         store,
+		Pods:          sandboxes,
+		Images:        containerImages{imageStore},
+		MonitorBinary: monitorBinary,
+		CgroupDriver:  cfg.CgroupDriver(),
+		Events:        lifecycle,
+		Logger:        log,
+	})
+	if err != nil {
+		return nil, err
+	}
+	sandboxes.SetContainers(containers)
 	criServer := cri.NewServer(cri.Options{
 		RuntimeName:     RuntimeName,
 		RuntimeVersion:  opts.Version,
@@ -125,6 +163,8 @@ func Start(ctx context.Context, cfg *config.Config, opts Options) (d *Daemon, re
 		EffectiveConfig: cfg,
 		Network:         network,
 		Sandboxes:       sandboxes,
+		Containers:      containers,
+		Events:          lifecycle,
 		Logger:          log,
 	})
 
@@ -152,7 +192,9 @@ func Start(ctx context.Context, cfg *config.Config, opts Options) (d *Daemon, re
 	go func() { d.served <- srv.Serve(lis) }()
 	undo = append(undo, srv.Stop)
 
-	recoverers := []Recoverer{sandboxes} // each later subsystem adds itself here
+	// Images first (containers hold their layers), then pods, then the
+	// containers that live in them.
+	recoverers := []Recoverer{imageStore, sandboxes, containers}
 	for _, r := range recoverers {
 		if err := r.Recover(ctx); err != nil {
 			return nil, fmt.Errorf("recover state: %w", err)
@@ -260,4 +302,29 @@ func removeEmpty(dirs []string) {
 	for _, d := range slices.Backward(dirs) {
 		_ = os.Remove(d) // fails, as wanted, on a directory that is not empty
 	}
+}
+
+// registries turns the configuration's registry table into the image
+// store's.
+func registries(cfg *config.Config) map[string]images.RegistryConfig {
+	out := make(map[string]images.RegistryConfig, len(cfg.Registries))
+	for host, r := range cfg.Registries {
+		out[host] = images.RegistryConfig{Mirrors: r.Mirrors, Insecure: r.Insecure}
+	}
+	return out
+}
+
+// MonitorBinaryName is the container monitor, installed beside bin/shim.
+const MonitorBinaryName = "berth-monitor"
+
+func monitorBinaryPath() (string, error) {
+	exe, err := os.Executable()
+	if err != nil {
+		return "", fmt.Errorf("find own executable: %w", err)
+	}
+	p := filepath.Join(filepath.Dir(exe), MonitorBinaryName)
+	if _, err := os.Stat(p); err != nil {
+		return "", fmt.Errorf("container monitor: %w (build it with `make build`)", err)
+	}
+	return p, nil
 }

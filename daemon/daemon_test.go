@@ -3,8 +3,10 @@ package daemon
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"testing"
 	"time"
@@ -19,6 +21,30 @@ import (
 
 	"github.com/berth-runtime/berth/config"
 )
+
+var monitorBinary string
+
+func TestMain(m *testing.M) {
+	os.Exit(func() int {
+		dir, err := os.MkdirTemp("", "berth-daemon-test")
+		if err != nil {
+			panic(err)
+		}
+		defer os.RemoveAll(dir)
+		monitorBinary = filepath.Join(dir, MonitorBinaryName)
+		if out, err := exec.Command("go", "build", "-tags", "seccomp", "-o", monitorBinary, "../cmd/monitor").CombinedOutput(); err != nil {
+			fmt.Printf("build monitor: %v\n%s", err, out)
+			return 1
+		}
+		return m.Run()
+	}())
+}
+
+// start starts a daemon with the test's monitor binary.
+func start(cfg *config.Config, opts Options) (*Daemon, error) {
+	opts.MonitorBinary = monitorBinary
+	return Start(context.Background(), cfg, opts)
+}
 
 func testConfig(t *testing.T) *config.Config {
 	t.Helper()
@@ -44,7 +70,7 @@ func dial(t *testing.T, socket string) *grpc.ClientConn {
 
 func TestStartServeStop(t *testing.T) {
 	cfg := testConfig(t)
-	d, err := Start(context.Background(), cfg, Options{Version: "test"})
+	d, err := start(cfg, Options{Version: "test"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -85,7 +111,7 @@ func TestUnavailableWhileRecovering(t *testing.T) {
 		checked <- err
 		close(release)
 	}()
-	d, err := Start(context.Background(), cfg, Options{BeforeReady: func(ctx context.Context) error {
+	d, err := start(cfg, Options{BeforeReady: func(ctx context.Context) error {
 		<-release
 		return nil
 	}})
@@ -104,14 +130,14 @@ func TestUnavailableWhileRecovering(t *testing.T) {
 
 func TestSecondDaemonRefused(t *testing.T) {
 	cfg := testConfig(t)
-	d, err := Start(context.Background(), cfg, Options{})
+	d, err := start(cfg, Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer d.Stop()
 	second := *cfg
 	second.Root = filepath.Join(t.TempDir(), "root2")
-	if _, err := Start(context.Background(), &second, Options{}); !errors.Is(err, ErrSocketInUse) {
+	if _, err := start(&second, Options{}); !errors.Is(err, ErrSocketInUse) {
 		t.Fatalf("second daemon on the socket: %v", err)
 	}
 	if _, err := os.Stat(second.Root); !errors.Is(err, os.ErrNotExist) {
@@ -125,7 +151,7 @@ func TestSecondDaemonRefused(t *testing.T) {
 	// Same root, other socket: the state database lock refuses it.
 	third := *cfg
 	third.Socket = filepath.Join(t.TempDir(), "other.sock")
-	if _, err := Start(context.Background(), &third, Options{}); err == nil {
+	if _, err := start(&third, Options{}); err == nil {
 		t.Fatal("second daemon on the same root started")
 	}
 	if _, err := os.Stat(third.Socket); !errors.Is(err, os.ErrNotExist) {
@@ -145,7 +171,7 @@ func TestStaleSocketReplaced(t *testing.T) {
 	}
 	l.(*net.UnixListener).SetUnlinkOnClose(false)
 	l.Close()
-	d, err := Start(context.Background(), cfg, Options{})
+	d, err := start(cfg, Options{})
 	if err != nil {
 		t.Fatalf("stale socket: %v", err)
 	}
@@ -159,7 +185,7 @@ func TestBadPathsLeaveNothing(t *testing.T) {
 		t.Fatal(err)
 	}
 	cfg.State = filepath.Join(file, "state") // a path through a regular file
-	if _, err := Start(context.Background(), cfg, Options{}); err == nil {
+	if _, err := start(cfg, Options{}); err == nil {
 		t.Fatal("started with an unusable state dir")
 	}
 	for _, p := range []string{cfg.Socket, filepath.Dir(cfg.Socket), cfg.Root} {
@@ -171,7 +197,7 @@ func TestBadPathsLeaveNothing(t *testing.T) {
 	cfg = testConfig(t)
 	os.MkdirAll(filepath.Dir(cfg.Socket), 0o755)
 	os.WriteFile(cfg.Socket, []byte("x"), 0o600)
-	if _, err := Start(context.Background(), cfg, Options{}); err == nil {
+	if _, err := start(cfg, Options{}); err == nil {
 		t.Fatal("started over a regular file")
 	}
 }
@@ -182,7 +208,7 @@ func TestStopIsBounded(t *testing.T) {
 	cfg := testConfig(t)
 	cfg.ShutdownTimeout = config.Duration{Duration: 300 * time.Millisecond}
 	hs := health.NewServer()
-	d, err := Start(context.Background(), cfg, Options{Register: func(s *grpc.Server) { healthpb.RegisterHealthServer(s, hs) }})
+	d, err := start(cfg, Options{Register: func(s *grpc.Server) { healthpb.RegisterHealthServer(s, hs) }})
 	if err != nil {
 		t.Fatal(err)
 	}
