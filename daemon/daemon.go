@@ -194,7 +194,10 @@ func Start(ctx context.Context, cfg *config.Config, opts Options) (d *Daemon, re
 
 	// Images first (containers hold their layers), then pods, then the
 	// containers that live in them.
-	recoverers := []Recoverer{imageStore, sandboxes, containers}
+	// Pods recover in two phases: indexes and undo of interrupted runs
+	// before the containers, finishing stops and removes after them
+	// (sandbox/recover.go).
+	recoverers := []Recoverer{imageStore, sandboxes, containers, sandboxes.AfterContainers()}
 	for _, r := range recoverers {
 		if err := r.Recover(ctx); err != nil {
 			return nil, fmt.Errorf("recover state: %w", err)

@@ -105,3 +105,27 @@ func TestDualStack(t *testing.T) {
 	e.assertGone(p)
 	e.assertNoAllocations()
 }
+
+// Recovery finishes an interrupted stop only in its second phase, after the
+// containers manager has recovered and can find the pod's containers.
+func TestRecoverWaitsForContainers(t *testing.T) {
+	e := newEnv(t)
+	p := e.run(podConfig("stop-after-restart"))
+	e.editRecord(p.ID, func(r *Pod) { r.State = StateStopping })
+	e.open()
+	fc := &fakeContainers{}
+	e.mgr.SetContainers(fc)
+	if err := e.mgr.Recover(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := e.mgr.Get(p.ID); got.State != StateStopping || len(fc.calls) != 0 {
+		t.Fatalf("phase 1 went ahead: state %s, calls %v", got.State, fc.calls)
+	}
+	if err := e.mgr.AfterContainers().Recover(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := e.mgr.Get(p.ID); got.State != StateNotReady || len(fc.calls) != 1 || !strings.HasPrefix(fc.calls[0], "stop ") {
+		t.Fatalf("phase 2: state %s, calls %v", got.State, fc.calls)
+	}
+	e.assertNoAllocations()
+}

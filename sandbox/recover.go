@@ -7,29 +7,32 @@ import (
 	"slices"
 )
 
-// Recover rebuilds the in-memory indexes from the records and reconciles
-// each pod with the machine, before the daemon answers:
-//   - creating: a RunPodSandbox a crash interrupted; it is undone and forgotten
-//     (kubelet retries the run).
-//   - stopping / removing: the stop or remove is finished.
-//   - ready: still ready only if its pinned namespaces are mounted and its
-//     infra process lives; otherwise (after a reboot the state tmpfs is
-//     empty) it is stopped, which releases its IP, and becomes NOTREADY.
+// Recovery runs in two phases around the containers manager's own, because
+// finishing a stop or remove goes through PodContainers, which can only find
+// its containers once it has recovered, while it looks pods up here:
 //
-// Then every CNI attachment cached for a pod that is not ready is released
-// (GC). A pod that cannot be reconciled is logged and kept for a retry at
-// the next start: one broken pod must not keep the runtime from starting.
+//  1. Recover rebuilds the indexes from the records and undoes every run a
+//     crash interrupted (state creating: such a pod has no containers yet).
+//  2. AfterContainers().Recover finishes the rest:
+//     - stopping / removing: the stop or remove is finished;
+//     - ready: still ready only if its pinned namespaces are mounted and its
+//     infra process lives; otherwise (after a reboot the state tmpfs is
+//     empty) it is stopped, which releases its IP, and becomes NOTREADY;
+//     and then every CNI attachment cached for a pod that is not ready is
+//     released (GC).
+//
+// With no PodContainers wired, Recover runs both phases. A pod that cannot be
+// reconciled is logged and kept for a retry at the next start: one broken pod
+// must not keep the runtime from starting.
 func (m *Manager) Recover(ctx context.Context) error {
 	records, err := m.table.All()
 	if err != nil {
 		return fmt.Errorf("recover pods: %w", err)
 	}
-	ids := make([]string, 0, len(records))
 	for id, p := range records {
 		if p.ID != id {
 			return fmt.Errorf("recover pods: record %s holds pod %q", id, p.ID)
 		}
-		ids = append(ids, id)
 		m.ids.Add(id)
 		if err := m.names.Reserve(p.Key, id); err != nil {
 			m.log.Error("two pod records hold one name", "pod", id, "error", err)
@@ -38,15 +41,48 @@ func (m *Manager) Recover(ctx context.Context) error {
 		m.pods[id] = p.clone()
 		m.mu.Unlock()
 	}
-	slices.Sort(ids)
-	var live []string
-	for _, id := range ids {
+	for _, id := range sortedIDs(records) {
 		p := records[id]
-		if err := m.reconcile(ctx, p); err != nil {
-			m.log.Error("pod left as found; retried at the next start", "pod", id, "state", p.State, "step", p.Step, "error", err)
+		if p.State != StateCreating {
+			continue
 		}
-		if cur, err := m.Get(id); err == nil && cur.State == StateReady {
-			live = append(live, id)
+		m.log.Warn("undoing a RunPodSandbox interrupted by a crash", "pod", p.ID, "name", p.Key, "step", p.Step)
+		if err := m.teardown(ctx, p, true); err != nil {
+			m.log.Error("pod left as found; retried at the next start", "pod", id, "state", p.State, "step", p.Step, "error", err)
+			continue
+		}
+		if err := m.forget(p); err != nil {
+			m.log.Error("forget undone pod", "pod", id, "error", err)
+		}
+	}
+	if m.opts.Containers == nil {
+		return m.finishRecovery(ctx)
+	}
+	return nil
+}
+
+// AfterContainers returns phase 2 of recovery, for the daemon to run after
+// the containers manager has recovered.
+func (m *Manager) AfterContainers() interface{ Recover(context.Context) error } {
+	return recoverFunc(m.finishRecovery)
+}
+
+type recoverFunc func(context.Context) error
+
+func (f recoverFunc) Recover(ctx context.Context) error { return f(ctx) }
+
+func (m *Manager) finishRecovery(ctx context.Context) error {
+	var live []string
+	for _, p := range m.List() {
+		p, err := m.record(p.ID)
+		if err != nil {
+			continue
+		}
+		if err := m.reconcile(ctx, p); err != nil {
+			m.log.Error("pod left as found; retried at the next start", "pod", p.ID, "state", p.State, "step", p.Step, "error", err)
+		}
+		if cur, err := m.record(p.ID); err == nil && cur.State == StateReady {
+			live = append(live, p.ID)
 		}
 	}
 	if err := m.opts.Network.GC(ctx, live); err != nil {
@@ -55,14 +91,19 @@ func (m *Manager) Recover(ctx context.Context) error {
 	return nil
 }
 
+func sortedIDs(records map[string]*Pod) []string {
+	ids := make([]string, 0, len(records))
+	for id := range records {
+		ids = append(ids, id)
+	}
+	slices.Sort(ids)
+	return ids
+}
+
 func (m *Manager) reconcile(ctx context.Context, p *Pod) error {
+	unlock := m.lock(p.ID)
+	defer unlock()
 	switch p.State {
-	case StateCreating:
-		m.log.Warn("undoing a RunPodSandbox interrupted by a crash", "pod", p.ID, "name", p.Key, "step", p.Step)
-		if err := m.teardown(ctx, p, true); err != nil {
-			return err
-		}
-		return m.forget(p)
 	case StateRemoving:
 		m.log.Info("finishing an interrupted RemovePodSandbox", "pod", p.ID, "step", p.Step)
 		if err := m.teardown(ctx, p, false); err != nil {
@@ -78,7 +119,7 @@ func (m *Manager) reconcile(ctx context.Context, p *Pod) error {
 			return m.stop(ctx, p)
 		}
 		return nil
-	case StateNotReady:
+	case StateNotReady, StateCreating:
 		return nil
 	}
 	return errors.New("unknown state")
