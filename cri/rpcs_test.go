@@ -26,6 +26,8 @@ var implemented = []string{
 	"CreateContainer", "StartContainer", "StopContainer", "RemoveContainer", "ListContainers",
 	"StreamContainers", "ContainerStatus", "UpdateContainerResources", "ReopenContainerLog",
 	"ExecSync", "ContainerStats", "ListContainerStats", "StreamContainerStats", "GetContainerEvents",
+	// Images (images issue).
+	"ListImages", "StreamImages", "ImageStatus", "PullImage", "RemoveImage", "ImageFsInfo",
 }
 
 var notYet = []string{
@@ -36,8 +38,6 @@ var notYet = []string{
 	"CheckpointContainer", "ListMetricDescriptors", "ListPodSandboxMetrics", "StreamPodSandboxMetrics",
 	// Streaming (streaming issue).
 	"Exec", "Attach", "PortForward",
-	// Images (images issue).
-	"ListImages", "StreamImages", "ImageStatus", "PullImage", "RemoveImage", "ImageFsInfo",
 }
 
 func criMethods() []string {

@@ -49,6 +49,7 @@ type Options struct {
 	Network         Network
 	Sandboxes       Sandboxes
 	Containers      Containers
+	Images          Images
 	// Events carries pod and container lifecycle events.
 	Events *events.Broadcaster
 	Logger *slog.Logger

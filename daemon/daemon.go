@@ -164,6 +164,7 @@ func Start(ctx context.Context, cfg *config.Config, opts Options) (d *Daemon, re
 		Network:         network,
 		Sandboxes:       sandboxes,
 		Containers:      containers,
+		Images:          imageStore,
 		Events:          lifecycle,
 		Logger:          log,
 	})
