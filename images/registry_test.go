@@ -62,6 +62,13 @@ const issuedToken = "token-issued-by-test-registry"
 
 func newTestRegistry(t testing.TB) *testRegistry {
 	t.Helper()
+	r := startTestRegistry()
+	t.Cleanup(r.srv.Close)
+	return r
+}
+
+// startTestRegistry starts a registry that lives until it is closed.
+func startTestRegistry() *testRegistry {
 	r := &testRegistry{}
 	inner := registry.New(registry.Logger(nilLogger()))
 	r.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
@@ -81,7 +88,6 @@ func newTestRegistry(t testing.TB) *testRegistry {
 		}
 		inner.ServeHTTP(w, req)
 	}))
-	t.Cleanup(r.srv.Close)
 	r.host = strings.TrimPrefix(r.srv.URL, "http://")
 	return r
 }
