@@ -66,7 +66,11 @@ type infra struct {
 
 // startInfra forks the infra into a new PID namespace, inside the pod's
 // pinned namespaces, and moves it into the pod cgroup.
-func startInfra(command []string, podID string, nsPaths map[string]string, cg CgroupRef) (*infra, error) {
+//
+// Its working directory is the pod's run directory: it pins nothing there,
+// and makes the process findable by what it belongs to (a test harness
+// that sweeps processes living in its temporary directory finds it).
+func startInfra(command []string, podID, dir string, nsPaths map[string]string, cg CgroupRef) (*infra, error) {
 	if len(command) == 0 {
 		return nil, errors.New("no infra command")
 	}
@@ -77,7 +81,7 @@ func startInfra(command []string, podID string, nsPaths map[string]string, cg Cg
 	err := inNamespaces(nsPaths, func() error {
 		cmd = exec.Command(command[0], append(command[1:], podID)...)
 		cmd.SysProcAttr = &syscall.SysProcAttr{Cloneflags: unix.CLONE_NEWPID, Setsid: true}
-		cmd.Dir = "/"
+		cmd.Dir = dir
 		return cmd.Start()
 	})
 	if err != nil {

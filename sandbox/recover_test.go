@@ -50,6 +50,9 @@ func TestInfraPIDNamespace(t *testing.T) {
 	if strings.TrimSpace(string(procs)) != fmt.Sprint(p.InfraPID) {
 		t.Errorf("pod cgroup procs = %q, want the infra %d", procs, p.InfraPID)
 	}
+	if cwd, _ := os.Readlink(fmt.Sprintf("/proc/%d/cwd", p.InfraPID)); cwd != p.RunDir {
+		t.Errorf("infra cwd = %s, want the pod's run dir %s", cwd, p.RunDir)
+	}
 	if p.PIDNSPath() != fmt.Sprintf("/proc/%d/ns/pid", p.InfraPID) {
 		t.Errorf("PIDNSPath = %s", p.PIDNSPath())
 	}

@@ -133,7 +133,7 @@ func (m *Manager) Run(ctx context.Context, cfg *runtimeapi.PodSandboxConfig, han
 
 	if p.PIDMode == PIDPod {
 		mark("start infra process")
-		in, err := startInfra(m.opts.InfraCommand, p.ID, map[string]string{
+		in, err := startInfra(m.opts.InfraCommand, p.ID, p.RunDir, map[string]string{
 			nsNet.name: p.NetNS, nsIPC.name: p.IPCNS, nsUTS.name: p.UTSNS,
 		}, p.Cgroup)
 		if err != nil {
