@@ -23,9 +23,10 @@ build: $(BIN)/shim $(BIN)/berth-monitor cni-plugins
 $(BIN)/shim: FORCE
 	$(GO) build $(GOFLAGS_BUILD) -o $@ ./cmd/shim
 
-# The per-container monitor: a binary of its own, small, beside the shim.
+# The per-container monitor: a binary of its own, small and static (no cgo,
+# no libcontainer), beside the shim.
 $(BIN)/berth-monitor: FORCE
-	$(GO) build $(GOFLAGS_BUILD) -o $@ ./cmd/monitor
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags "-s -w" -o $@ ./cmd/monitor
 
 # The reference CNI plugins, built from the module berth depends on, into
 # bin/cni: the daemon searches the cni/ directory beside its binary last.

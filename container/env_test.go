@@ -17,6 +17,7 @@ import (
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
 	"github.com/berth-runtime/berth/cni"
+	"github.com/berth-runtime/berth/monitor/launch"
 	"github.com/berth-runtime/berth/sandbox"
 	"github.com/berth-runtime/berth/state"
 	"github.com/berth-runtime/berth/test/testutil"
@@ -49,6 +50,9 @@ func TestMain(m *testing.M) {
 	if len(os.Args) > 1 && os.Args[1] == sandbox.InfraSubcommand {
 		os.Exit(sandbox.PodInit())
 	}
+	if len(os.Args) > 1 && os.Args[1] == launch.Subcommand {
+		os.Exit(launch.Main(os.Args[2:]))
+	}
 	os.Exit(func() int {
 		if os.Geteuid() != 0 {
 			fmt.Println("container tests need root")
@@ -60,7 +64,9 @@ func TestMain(m *testing.M) {
 		}
 		defer os.RemoveAll(dir)
 		monitorBinary = filepath.Join(dir, "berth-monitor")
-		if out, err := exec.Command("go", "build", "-tags", "seccomp", "-o", monitorBinary, "../cmd/monitor").CombinedOutput(); err != nil {
+		build := exec.Command("go", "build", "-o", monitorBinary, "../cmd/monitor")
+		build.Env = append(os.Environ(), "CGO_ENABLED=0")
+		if out, err := build.CombinedOutput(); err != nil {
 			fmt.Printf("build monitor: %v\n%s", err, out)
 			return 1
 		}
@@ -111,7 +117,7 @@ func (i *testImages) ReleaseRootfs(containerID string) error {
 }
 
 type env struct {
-	t      *testing.T
+	t      testing.TB
 	base   string
 	root   string
 	state  string
@@ -123,14 +129,18 @@ type env struct {
 	log    *slog.Logger
 }
 
-type testWriter struct{ t *testing.T }
+type testWriter struct{ t testing.TB }
 
 func (w testWriter) Write(p []byte) (int, error) {
 	w.t.Log(strings.TrimRight(string(p), "\n"))
 	return len(p), nil
 }
 
-func newEnv(t *testing.T) *env {
+func newEnv(t *testing.T) *env { return newEnvTB(t) }
+
+// newEnvTB builds pods and containers managers over real plugins, with
+// every directory in a temporary one.
+func newEnvTB(t testing.TB) *env {
 	t.Helper()
 	bin, err := filepath.Abs("../bin/cni")
 	if err != nil {
@@ -147,6 +157,9 @@ func newEnv(t *testing.T) *env {
 		images: &testImages{users: map[string]bool{}},
 		log:    slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelDebug})),
 	}
+	if _, quiet := t.(*testing.B); quiet {
+		e.log = slog.New(slog.DiscardHandler)
+	}
 	e.net = cni.New(cni.Options{
 		ConfDir:  filepath.Join(base, "net.d"),
 		BinDirs:  []string{bin},
@@ -155,21 +168,30 @@ func newEnv(t *testing.T) *env {
 		Logger:   e.log,
 	})
 	e.open()
-	t.Cleanup(func() {
-		for _, p := range e.pods.List() {
-			if err := e.pods.Remove(context.Background(), p.ID); err != nil {
-				t.Errorf("cleanup: remove pod %s: %v", p.ID, err)
-			}
-		}
-		if n := len(e.mgr.List()); n != 0 {
-			t.Errorf("%d containers left after removing every pod", n)
-		}
-		if len(e.images.users) != 0 {
-			t.Errorf("image layers still held: %v", e.images.users)
-		}
-		e.store.Close()
-	})
+	t.Cleanup(e.cleanup)
 	return e
+}
+
+// cleanup removes every pod (and so every container) through berth itself
+// and checks nothing is left. It may run more than once.
+func (e *env) cleanup() {
+	if e.store == nil {
+		return
+	}
+	t := e.t
+	for _, p := range e.pods.List() {
+		if err := e.pods.Remove(context.Background(), p.ID); err != nil {
+			t.Errorf("cleanup: remove pod %s: %v", p.ID, err)
+		}
+	}
+	if n := len(e.mgr.List()); n != 0 {
+		t.Errorf("%d containers left after removing every pod", n)
+	}
+	if len(e.images.users) != 0 {
+		t.Errorf("image layers still held: %v", e.images.users)
+	}
+	e.store.Close()
+	e.store = nil
 }
 
 // open builds the managers over the store, as a daemon start does.
@@ -287,7 +309,7 @@ func (e *env) exec(id string, args ...string) (string, int32) {
 	return string(r.Stdout) + string(r.Stderr), r.ExitCode
 }
 
-func logText(t *testing.T, path string) string {
+func logText(t testing.TB, path string) string {
 	t.Helper()
 	data, err := os.ReadFile(path)
 	if err != nil {

@@ -20,6 +20,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/berth-runtime/berth/monitor"
+	"github.com/berth-runtime/berth/monitor/launch"
 )
 
 // MaxExecOutput caps each output stream of ExecSync, as kubelet's message
@@ -95,7 +96,7 @@ func (m *Manager) Exec(ctx context.Context, idOrPrefix string, o ExecOptions) (i
 	if err != nil {
 		return 0, fmt.Errorf("exec in container %s: %w", c.ID, err)
 	}
-	p := monitor.ProcessFromSpec(spec.Process)
+	p := launch.ProcessFromSpec(spec.Process)
 	p.Args = o.Cmd
 	p.Init = false
 	p.ConsoleWidth, p.ConsoleHeight = 0, 0

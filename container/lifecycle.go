@@ -51,7 +51,7 @@ func (m *Manager) Start(ctx context.Context, idOrPrefix string) error {
 	}
 	sctx, cancel := context.WithTimeout(ctx, startTimeout)
 	defer cancel()
-	handle, pid, err := monitor.Spawn(sctx, m.opts.MonitorBinary, c.Bundle, monitor.Options{
+	handle, pid, err := monitor.Spawn(sctx, m.opts.Launcher, m.opts.MonitorBinary, c.Bundle, monitor.Options{
 		ID: c.ID, RuncRoot: m.runcRoot, LogPath: c.LogPath,
 		Stdin: cfg.GetStdin(), StdinOnce: cfg.GetStdinOnce(), TTY: cfg.GetTty(),
 		SystemdCgroup: m.opts.CgroupDriver == "systemd",

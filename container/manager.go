@@ -10,10 +10,12 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"os"
 	"path/filepath"
 	"sync"
 
 	"github.com/berth-runtime/berth/events"
+	"github.com/berth-runtime/berth/monitor/launch"
 	"github.com/berth-runtime/berth/sandbox"
 	"github.com/berth-runtime/berth/state"
 )
@@ -46,6 +48,11 @@ type Options struct {
 	Store         *state.Store
 	Pods          Pods
 	Images        Images
+	// Launcher is the command that starts a container and becomes its
+	// monitor (berth's binary with launch.Subcommand); empty means this
+	// executable's.
+	Launcher []string
+	// MonitorBinary is berth-monitor, which the launcher becomes.
 	MonitorBinary string
 	// CgroupDriver is "cgroupfs" or "systemd".
 	CgroupDriver string
@@ -81,6 +88,13 @@ func New(opts Options) (*Manager, error) {
 	}
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
+	}
+	if len(opts.Launcher) == 0 {
+		exe, err := os.Executable()
+		if err != nil {
+			return nil, fmt.Errorf("container manager: find own executable: %w", err)
+		}
+		opts.Launcher = []string{exe, launch.Subcommand}
 	}
 	if opts.Events == nil {
 		opts.Events = events.New()

@@ -32,7 +32,9 @@ func TestMain(m *testing.M) {
 		}
 		defer os.RemoveAll(dir)
 		monitorBinary = filepath.Join(dir, MonitorBinaryName)
-		if out, err := exec.Command("go", "build", "-tags", "seccomp", "-o", monitorBinary, "../cmd/monitor").CombinedOutput(); err != nil {
+		build := exec.Command("go", "build", "-o", monitorBinary, "../cmd/monitor")
+		build.Env = append(os.Environ(), "CGO_ENABLED=0")
+		if out, err := build.CombinedOutput(); err != nil {
 			fmt.Printf("build monitor: %v\n%s", err, out)
 			return 1
 		}

@@ -25,11 +25,13 @@ type Handle struct {
 	StartTime uint64 `json:"start_time"`
 }
 
-// Spawn starts a monitor for the bundle and waits until it has created the
-// container (its init blocked until Start) or failed to. It returns the
-// monitor's handle and the init's PID. The monitor runs in a session of its
-// own so that no signal meant for the daemon reaches it.
-func Spawn(ctx context.Context, binary, bundle string, opts Options) (Handle, int, error) {
+// Spawn starts the container of the bundle under a monitor and waits until
+// the monitor supervises it or the start failed. launcher is the command
+// that starts containers (berth's binary with its start-container
+// subcommand); it becomes the monitor binary once the container runs. It
+// returns the monitor's handle and the init's PID. The monitor runs in a
+// session of its own, so no signal meant for the daemon reaches it.
+func Spawn(ctx context.Context, launcher []string, monitorBinary, bundle string, opts Options) (Handle, int, error) {
 	data, err := json.Marshal(opts)
 	if err != nil {
 		return Handle{}, 0, err
@@ -48,7 +50,7 @@ func Spawn(ctx context.Context, binary, bundle string, opts Options) (Handle, in
 	}
 	defer syncR.Close()
 
-	cmd := exec.Command(binary, "run", bundle)
+	cmd := exec.Command(launcher[0], append(launcher[1:], bundle, monitorBinary)...)
 	cmd.Stdout, cmd.Stderr = logFile, logFile
 	cmd.ExtraFiles = []*os.File{syncW}
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}

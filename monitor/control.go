@@ -233,7 +233,7 @@ func (s *controlServer) attach(conn net.Conn, br *bufio.Reader, req Request) {
 		case FrameStdin:
 			if req.Stdin {
 				if _, err := s.m.stdin.Write(payload); err != nil {
-					s.m.log.Debug("write container stdin", "error", err)
+					fmt.Fprintf(os.Stderr, "write container stdin: %v\n", err)
 				}
 			}
 		case FrameResize:
@@ -281,7 +281,7 @@ func (s *controlServer) broadcast(stream string, data []byte) {
 		select {
 		case c.out <- chunk:
 		default:
-			s.m.log.Warn("attached client too slow; output dropped for it", "id", s.m.opts.ID)
+			fmt.Fprintln(os.Stderr, "attached client too slow; output dropped for it")
 		}
 	}
 }

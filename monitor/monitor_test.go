@@ -1,4 +1,4 @@
-package monitor
+package monitor_test
 
 import (
 	"context"
@@ -12,15 +12,32 @@ import (
 	"time"
 
 	"github.com/opencontainers/runc/libcontainer"
+	_ "github.com/opencontainers/runc/libcontainer/nsenter"
 	"github.com/opencontainers/runc/libcontainer/specconv"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 
+	. "github.com/berth-runtime/berth/monitor"
+	"github.com/berth-runtime/berth/monitor/launch"
 	"github.com/berth-runtime/berth/test/testutil"
 )
 
-var monitorBinary string
+var (
+	monitorBinary string
+	launcher      []string
+)
+
+// The test binary is the launcher (as bin/shim is) and libcontainer's init.
+func init() {
+	if len(os.Args) > 1 && os.Args[1] == "init" {
+		libcontainer.Init()
+	}
+}
 
 func TestMain(m *testing.M) {
+	if len(os.Args) > 1 && os.Args[1] == launch.Subcommand {
+		os.Exit(launch.Main(os.Args[2:]))
+	}
+	launcher = []string{os.Args[0], launch.Subcommand}
 	os.Exit(func() int {
 		if os.Geteuid() != 0 {
 			fmt.Println("monitor tests need root")
@@ -32,7 +49,9 @@ func TestMain(m *testing.M) {
 		}
 		defer os.RemoveAll(dir)
 		monitorBinary = filepath.Join(dir, "berth-monitor")
-		out, err := exec.Command("go", "build", "-tags", "seccomp", "-o", monitorBinary, "../cmd/monitor").CombinedOutput()
+		build := exec.Command("go", "build", "-o", monitorBinary, "../cmd/monitor")
+		build.Env = append(os.Environ(), "CGO_ENABLED=0")
+		out, err := build.CombinedOutput()
 		if err != nil {
 			fmt.Printf("build monitor: %v\n%s", err, out)
 			return 1
@@ -76,7 +95,7 @@ func newContainer(t *testing.T, opts Options, args ...string) (*fixture, Handle,
 		t.Fatal(err)
 	}
 	opts.ID, opts.RuncRoot, opts.LogPath = f.id, f.runcRoot, f.logPath
-	h, pid, err := Spawn(context.Background(), monitorBinary, f.bundle, opts)
+	h, pid, err := Spawn(context.Background(), launcher, monitorBinary, f.bundle, opts)
 	if err != nil {
 		t.Fatalf("spawn: %v", err)
 	}
@@ -254,7 +273,7 @@ func TestMissingCommandNamedAtStart(t *testing.T) {
 	spec.Linux.CgroupsPath = "/berthtest/missing"
 	data, _ := json.Marshal(spec)
 	os.WriteFile(filepath.Join(bundle, SpecFile), data, 0o600)
-	_, _, err := Spawn(context.Background(), monitorBinary, bundle, Options{ID: "missing", RuncRoot: filepath.Join(dir, "runc")})
+	_, _, err := Spawn(context.Background(), launcher, monitorBinary, bundle, Options{ID: "missing", RuncRoot: filepath.Join(dir, "runc")})
 	if err == nil || !strings.Contains(err.Error(), "no-such-command") {
 		t.Fatalf("spawn with a missing command: %v", err)
 	}
@@ -268,7 +287,7 @@ func TestBadBundleFailsCreate(t *testing.T) {
 	bundle := filepath.Join(dir, "b")
 	os.MkdirAll(bundle, 0o755)
 	os.WriteFile(filepath.Join(bundle, SpecFile), []byte("{}"), 0o600)
-	_, _, err := Spawn(context.Background(), monitorBinary, bundle, Options{ID: "bad", RuncRoot: filepath.Join(dir, "runc")})
+	_, _, err := Spawn(context.Background(), launcher, monitorBinary, bundle, Options{ID: "bad", RuncRoot: filepath.Join(dir, "runc")})
 	if err == nil || !strings.Contains(err.Error(), "no process") {
 		t.Fatalf("spawn of a bad bundle: %v", err)
 	}

@@ -1,42 +1,35 @@
-// Command berth-monitor supervises one container for the berth daemon: it
-// creates the container with libcontainer (so the container's init is its
-// child), holds its stdio, writes its CRI log and records its exit.
+// Command berth-monitor supervises one container for the berth daemon. The
+// launcher (`shim start-container`) starts the container and then becomes
+// this program by execve, so the container's init is this process's child:
+// it holds the container's stdio, writes its CRI log, serves attach and
+// log reopening, reaps the init and records its exit.
 //
-// It is a binary of its own, not a subcommand of bin/shim, because a Go
-// process's resident memory is dominated by its binary's pages: one monitor
-// lives beside every container, and this one links libcontainer and little
-// else. libcontainer also re-executes it as every container's `init`, so a
-// small binary is a faster container start too.
-//
-//	berth-monitor run BUNDLE   (fd 3: the sync pipe to the daemon)
+// It is small on purpose: one lives beside every container, and a Go
+// process's resident memory is about the size of its binary. It links
+// neither libcontainer nor cgo.
 package main
 
 import (
+	"encoding/json"
 	"fmt"
-	"log/slog"
 	"os"
-
-	_ "github.com/opencontainers/cgroups/devices"
-	"github.com/opencontainers/runc/libcontainer"
-	_ "github.com/opencontainers/runc/libcontainer/nsenter"
 
 	"github.com/berth-runtime/berth/monitor"
 )
 
-func init() {
-	if len(os.Args) > 1 && os.Args[1] == "init" {
-		libcontainer.Init()
-	}
-}
-
 func main() {
-	if len(os.Args) != 3 || os.Args[1] != "run" {
-		fmt.Fprintln(os.Stderr, "usage: berth-monitor run BUNDLE")
+	if len(os.Args) != 2 || os.Args[1] != monitor.SuperviseArg {
+		fmt.Fprintln(os.Stderr, "berth-monitor is started by the berth daemon, not by hand")
 		os.Exit(2)
 	}
-	log := slog.New(slog.NewTextHandler(os.Stderr, nil)).With("monitor", os.Getpid())
-	if err := monitor.Run(os.Args[2], os.NewFile(3, "sync"), log); err != nil {
-		log.Error("monitor", "error", err)
+	var h monitor.Handoff
+	if err := json.Unmarshal([]byte(os.Getenv(monitor.HandoffEnv)), &h); err != nil {
+		fmt.Fprintln(os.Stderr, "berth-monitor: bad handoff:", err)
+		os.Exit(2)
+	}
+	os.Unsetenv(monitor.HandoffEnv)
+	if err := monitor.Supervise(h); err != nil {
+		fmt.Fprintln(os.Stderr, "berth-monitor:", err)
 		os.Exit(1)
 	}
 }

@@ -1,4 +1,4 @@
-package monitor
+package launch
 
 import (
 	"github.com/opencontainers/runc/libcontainer"
