@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
+	"path/filepath"
 	"slices"
 )
 
@@ -88,7 +90,49 @@ func (m *Manager) finishRecovery(ctx context.Context) error {
 	if err := m.opts.Network.GC(ctx, live); err != nil {
 		m.log.Warn("CNI garbage collection", "error", err)
 	}
+	m.sweepOrphans()
 	return nil
+}
+
+// sweepOrphans removes pinned namespaces, /dev/shm mounts and pod
+// directories that no record names (a record lost to a wiped or restored
+// database): nothing else would ever free them. Their CNI attachments went
+// with GC above.
+func (m *Manager) sweepOrphans() {
+	known := func(id string) bool {
+		_, err := m.record(id)
+		return err == nil
+	}
+	for _, parent := range []string{
+		filepath.Join(m.opts.State, "ns"),
+		filepath.Join(m.opts.State, "pods"),
+		filepath.Join(m.opts.Root, "pods"),
+	} {
+		entries, err := os.ReadDir(parent)
+		if err != nil {
+			continue
+		}
+		for _, e := range entries {
+			id := e.Name()
+			if !e.IsDir() || known(id) {
+				continue
+			}
+			dir := filepath.Join(parent, id)
+			m.log.Warn("removing resources of a pod without a record", "pod", id, "dir", dir)
+			var err error
+			switch parent {
+			case filepath.Join(m.opts.State, "ns"):
+				err = unpinNamespaces(dir)
+			case filepath.Join(m.opts.State, "pods"):
+				err = removeDir(dir, filepath.Join(dir, "shm"))
+			default:
+				err = removeDir(dir)
+			}
+			if err != nil {
+				m.log.Error("remove orphaned pod resources", "dir", dir, "error", err)
+			}
+		}
+	}
 }
 
 func sortedIDs(records map[string]*Pod) []string {

@@ -252,3 +252,29 @@ func TestPodCgroupRef(t *testing.T) {
 		}
 	}
 }
+
+// A pod whose record is lost (a wiped database) still has its IP released
+// (CNI GC at start) and its pinned namespaces, /dev/shm and directories
+// removed.
+func TestRecoverSweepsOrphans(t *testing.T) {
+	e := newEnv(t)
+	p := e.run(podConfig("orphan"))
+	table, err := state.NewTable[Pod](e.store, "sandboxes")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := table.Delete(p.ID); err != nil {
+		t.Fatal(err)
+	}
+	e.open()
+	if err := e.mgr.Recover(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	// The cgroup's parent is not derivable without the record; remove it
+	// by its recorded handle, as an operator would.
+	if err := destroyCgroup(p.Cgroup); err != nil {
+		t.Fatal(err)
+	}
+	e.assertGone(p)
+	e.assertNoAllocations()
+}
