@@ -44,10 +44,10 @@ type Options struct {
 	Root string
 	// State is berth's volatile directory: bundles go to
 	// <state>/containers/<id>, libcontainer's state to <state>/runc.
-	State         string
-	Store         *state.Store
-	Pods          Pods
-	Images        Images
+	State  string
+	Store  *state.Store
+	Pods   Pods
+	Images Images
 	// Launcher is the command that starts a container and becomes its
 	// monitor (berth's binary with launch.Subcommand); empty means this
 	// executable's.
