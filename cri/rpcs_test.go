@@ -22,6 +22,7 @@ var implemented = []string{
 	// Pods (sandbox issue).
 	"RunPodSandbox", "StopPodSandbox", "RemovePodSandbox", "PodSandboxStatus", "ListPodSandbox",
 	"StreamPodSandboxes", "PodSandboxStats", "ListPodSandboxStats", "StreamPodSandboxStats",
+	"UpdatePodSandboxResources",
 	// Containers (containers issue).
 	"CreateContainer", "StartContainer", "StopContainer", "RemoveContainer", "ListContainers",
 	"StreamContainers", "ContainerStatus", "UpdateContainerResources", "ReopenContainerLog",
@@ -31,8 +32,8 @@ var implemented = []string{
 }
 
 var notYet = []string{
-	// Pods (sandbox issue): resize notices, pod checkpoint/restore.
-	"UpdatePodSandboxResources", "CheckpointPod", "RestorePod",
+	// Pods (sandbox issue): pod checkpoint/restore.
+	"CheckpointPod", "RestorePod",
 	// Containers: checkpoints (CRIU is not on this machine) and the
 	// cAdvisor-style metrics (kubelet's PodAndContainerStatsFromCRI gate).
 	"CheckpointContainer", "ListMetricDescriptors", "ListPodSandboxMetrics", "StreamPodSandboxMetrics",

@@ -83,6 +83,11 @@ func (f *fakeSandboxes) Stats(id string) (*sandbox.Stats, error) {
 	}, nil
 }
 
+func (f *fakeSandboxes) UpdateResources(ctx context.Context, id string, o, r *runtimeapi.LinuxContainerResources) error {
+	_, err := f.Get(id)
+	return err
+}
+
 func testPod(id, name string, st sandbox.State, labels map[string]string) *sandbox.Pod {
 	return &sandbox.Pod{
 		ID: id, Name: name, Namespace: "ns", UID: "uid-" + name, State: st, Labels: labels,

@@ -35,6 +35,8 @@ type Sandboxes interface {
 	Get(id string) (*sandbox.Pod, error)
 	List() []*sandbox.Pod
 	Stats(id string) (*sandbox.Stats, error)
+	// UpdateResources applies a pod resize to the pod cgroup.
+	UpdateResources(ctx context.Context, id string, overhead, resources *runtimeapi.LinuxContainerResources) error
 }
 
 // Options are what the server is built from; cmd/shim wires them.

@@ -225,6 +225,24 @@ func TestPodCgroupResources(t *testing.T) {
 			t.Errorf("%s = %s, want %s", c.file, got, c.want)
 		}
 	}
+	// An in-place resize: new resources, same overhead.
+	err := e.mgr.UpdateResources(context.Background(), p.ID[:8], cfg.Linux.Overhead, &runtimeapi.LinuxContainerResources{MemoryLimitInBytes: 128 << 20, CpuShares: 1024, CpuQuota: 100000, CpuPeriod: 100000})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct{ ctrl, file, want string }{
+		{"memory", "memory.limit_in_bytes", fmt.Sprint(144 << 20)},
+		{"cpu", "cpu.shares", "1124"},
+		{"cpu", "cpu.cfs_quota_us", "110000"},
+	} {
+		if got := read(c.ctrl, c.file); got != c.want {
+			t.Errorf("after resize %s = %s, want %s", c.file, got, c.want)
+		}
+	}
+	updated, _ := e.mgr.Get(p.ID)
+	if cfg, err := updated.SandboxConfig(); err != nil || cfg.GetLinux().GetResources().GetMemoryLimitInBytes() != 128<<20 {
+		t.Errorf("recorded config not updated: %v", err)
+	}
 	if err := e.mgr.Remove(context.Background(), p.ID); err != nil {
 		t.Fatal(err)
 	}
