@@ -54,7 +54,8 @@ type Options struct {
 	// long. Zero means one minute.
 	PullProgressTimeout time.Duration
 	// ProgressLogInterval is how often a running pull logs its progress at
-	// info level, the first time after one interval. Zero means 10s.
+	// info level, the first time after one interval. Zero means 5s: long
+	// enough that quick pulls stay quiet.
 	ProgressLogInterval time.Duration
 	// MaxConcurrentLayers bounds the layers one pull fetches at once. Zero
 	// means 3, containerd's default.
@@ -204,7 +205,7 @@ func New(opts Options) (*Manager, error) {
 		m.timeout = time.Minute
 	}
 	if m.logEvery <= 0 {
-		m.logEvery = 10 * time.Second
+		m.logEvery = 5 * time.Second
 	}
 	if m.jobs <= 0 {
 		m.jobs = 3

@@ -57,14 +57,6 @@ func (r imageRef) name() string {
 	return r.repo + ":" + r.tag
 }
 
-// identifier is what the registry is asked for: the digest or the tag.
-func (r imageRef) identifier() string {
-	if r.digest != "" {
-		return r.digest
-	}
-	return r.tag
-}
-
 // digestName is repo@digest for the given digest.
 func (r imageRef) digestName(digest string) string { return r.repo + "@" + digest }
 

@@ -63,7 +63,7 @@ func (a *applier) apply(hdr *tar.Header, content io.Reader) (int64, error) {
 				return 0, fmt.Errorf("mkdir: %w", err)
 			}
 		}
-	case tar.TypeReg, tar.TypeRegA, tar.TypeGNUSparse:
+	case tar.TypeReg, tar.TypeGNUSparse: // archive/tar turns the old TypeRegA into TypeReg
 		if written, err = a.writeFile(dfd, base, hdr, content); err != nil {
 			return 0, err
 		}
