@@ -402,3 +402,45 @@ func TestAllEndpointsFailingReportsEach(t *testing.T) {
 		t.Errorf("error %q does not report what the mirror said", msg)
 	}
 }
+
+// TestFailedPullResumesWithTheLayersItFinished shows that a pull cut short
+// keeps the layers it completed (verified, whole) and the next pull fetches
+// only the rest; a restart in between starts clean instead.
+func TestFailedPullResumesWithTheLayersItFinished(t *testing.T) {
+	reg := newTestRegistry(t)
+	first, second := bigLayer(t, 64<<10, 20), bigLayer(t, 1<<20, 21)
+	reg.push(t, "two:1", buildImage(t, imageSpec{oci: true, layers: []v1.Layer{first, second}}))
+	started := make(chan struct{})
+	reg.setHook(stallAfter(layerDigest(t, second), second.(*testLayer).compressed, started))
+	reg.resetLog()
+	e := newTestEnv(t, func(o *Options) { o.PullProgressTimeout = 300 * time.Millisecond })
+
+	if _, err := e.m.Pull(context.Background(), reg.host+"/two:1", nil); err == nil {
+		t.Fatal("the pull survived a stalled layer")
+	}
+	firstBlob := "/blobs/" + layerDigest(t, first).String()
+	if n := reg.count("GET", firstBlob); n != 1 {
+		t.Fatalf("first layer fetched %d times", n)
+	}
+	reg.setHook(nil)
+	e.pull(reg.host + "/two:1")
+	if n := reg.count("GET", firstBlob); n != 1 {
+		t.Errorf("the retry fetched the finished layer again (%d requests)", n)
+	}
+
+	// A restart after a failed pull starts clean: what it finished is not
+	// named by any image and goes.
+	if err := e.m.Remove(reg.host + "/two:1"); err != nil {
+		t.Fatal(err)
+	}
+	reg.setHook(stallAfter(layerDigest(t, second), second.(*testLayer).compressed, make(chan struct{})))
+	if _, err := e.m.Pull(context.Background(), reg.host+"/two:1", nil); err == nil {
+		t.Fatal("the pull survived a stalled layer")
+	}
+	// The abandoned download unwinds in the background.
+	waitFor(t, "only the finished layer to be left", func() bool { return len(e.files("layers")) == 1 })
+	e.reopen()
+	if n, b := len(e.files("layers")), len(e.files("blobs/sha256")); n != 0 || b != 0 {
+		t.Errorf("after restart: %d layers and %d blobs of a pull that never finished", n, b)
+	}
+}
