@@ -25,7 +25,26 @@ var defaultCapabilities = []string{
 	"CAP_NET_BIND_SERVICE", "CAP_SYS_CHROOT", "CAP_KILL", "CAP_AUDIT_WRITE",
 }
 
+// allCapabilities is what "ALL" and privileged grant: every capability this
+// process holds in its bounding set, as containerd does. A capability the
+// runtime lacks (CAP_SYS_RESOURCE on some hosts) cannot be handed on.
 func allCapabilities() []string {
+	var caps []string
+	current, err := capability.NewPid2(0)
+	if err == nil {
+		err = current.Load()
+	}
+	for _, c := range capability.ListKnown() {
+		if err == nil && !current.Get(capability.BOUNDING, c) {
+			continue
+		}
+		caps = append(caps, "CAP_"+strings.ToUpper(c.String()))
+	}
+	return caps
+}
+
+// knownCapabilities are the names a config may use.
+func knownCapabilities() []string {
 	var caps []string
 	for _, c := range capability.ListKnown() {
 		caps = append(caps, "CAP_"+strings.ToUpper(c.String()))
@@ -46,17 +65,17 @@ func normaliseCap(name string, known []string) (string, error) {
 }
 
 func setCapabilities(spec *specs.Spec, sc *runtimeapi.LinuxContainerSecurityContext) error {
-	known := allCapabilities()
+	known, all := knownCapabilities(), allCapabilities()
 	caps := slices.Clone(defaultCapabilities)
 	if sc.GetPrivileged() {
-		caps = known
+		caps = all
 	}
 	add := sc.GetCapabilities().GetAddCapabilities()
 	drop := sc.GetCapabilities().GetDropCapabilities()
 	ambient := sc.GetCapabilities().GetAddAmbientCapabilities()
 	// Kubernetes applies add before drop, and ALL in either means all.
 	if slices.ContainsFunc(add, isAll) {
-		caps = known
+		caps = all
 	} else {
 		for _, a := range add {
 			c, err := normaliseCap(a, known)
@@ -119,6 +138,9 @@ func setUser(spec *specs.Spec, in specInput) error {
 		userSpec = strconv.FormatInt(sc.GetRunAsUser().GetValue(), 10)
 	case sc.GetRunAsUsername() != "":
 		userSpec = sc.GetRunAsUsername()
+	}
+	if sc.GetRunAsGroup() != nil && sc.GetRunAsUser() == nil && sc.GetRunAsUsername() == "" {
+		return fmt.Errorf("security context: run_as_group is set without run_as_user or run_as_username: %w", errdefs.ErrInvalidArgument)
 	}
 	// A group given with the user in the image ("uid:gid") stays unless
 	// run_as_group overrides it.
@@ -192,6 +214,11 @@ func setSeccomp(spec *specs.Spec, in specInput) error {
 	profile := sc.GetSeccomp()
 	if profile == nil {
 		profile = in.podCfg.GetLinux().GetSecurityContext().GetSeccomp()
+	}
+	if profile == nil {
+		// No profile at either level is unconfined: the zero profile type
+		// would read as RuntimeDefault.
+		return nil
 	}
 	switch profile.GetProfileType() {
 	case runtimeapi.SecurityProfile_Unconfined:
