@@ -5,6 +5,7 @@ package integration
 import (
 	"bytes"
 	"encoding/json"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -50,7 +51,9 @@ func crictlBinary(t *testing.T) string {
 type daemon struct {
 	cmd    *exec.Cmd
 	socket string
-	logs   *bytes.Buffer
+	// logPath is the daemon's output (a file: the daemon writes it while
+	// the test reads).
+	logPath string
 	dir    string
 }
 
@@ -68,11 +71,16 @@ func startDaemonWithConfig(t *testing.T, dir, body string) *daemon {
 	if err := os.WriteFile(cfg, []byte(body), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	d := &daemon{socket: filepath.Join(dir, "berth.sock"), logs: &bytes.Buffer{}, dir: dir}
+	d := &daemon{socket: filepath.Join(dir, "berth.sock"), logPath: filepath.Join(dir, fmt.Sprintf("berth-%d.log", time.Now().UnixNano())), dir: dir}
+	logFile, err := os.Create(d.logPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer logFile.Close()
 	d.cmd = exec.Command(shimBinary(t), "serve", "--config", cfg, "--socket", d.socket,
 		"--root", filepath.Join(dir, "root"), "--state", filepath.Join(dir, "state"), "--log-level", "debug")
-	d.cmd.Stdout = d.logs
-	d.cmd.Stderr = d.logs
+	d.cmd.Stdout = logFile
+	d.cmd.Stderr = logFile
 	if err := d.cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
@@ -88,10 +96,16 @@ func startDaemonWithConfig(t *testing.T, dir, body string) *daemon {
 			return d
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("daemon did not create its socket; log:\n%s", d.logs)
+			t.Fatalf("daemon did not create its socket; log:\n%s", d.logs())
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
+}
+
+// logs returns what the daemon has written so far.
+func (d *daemon) logs() string {
+	data, _ := os.ReadFile(d.logPath)
+	return string(data)
 }
 
 func (d *daemon) crictl(t *testing.T, args ...string) (string, error) {
@@ -119,7 +133,7 @@ func (d *daemon) stop(t *testing.T) int {
 	select {
 	case <-done:
 	case <-time.After(15 * time.Second):
-		t.Fatalf("daemon ignored SIGTERM; log:\n%s", d.logs)
+		t.Fatalf("daemon ignored SIGTERM; log:\n%s", d.logs())
 	}
 	return d.cmd.ProcessState.ExitCode()
 }
@@ -172,11 +186,11 @@ func TestIntegrationCrictlVersionAndInfo(t *testing.T) {
 		t.Fatalf("no NetworkReady condition: %s", out)
 	}
 	// One debug line per RPC, with method and duration.
-	if logs := d.logs.String(); !strings.Contains(logs, "method=Version") || !strings.Contains(logs, "duration=") {
+	if logs := d.logs(); !strings.Contains(logs, "method=Version") || !strings.Contains(logs, "duration=") {
 		t.Fatalf("no per-RPC debug line:\n%s", logs)
 	}
 	if code := d.stop(t); code != 0 {
-		t.Fatalf("exit code after SIGTERM: %d\n%s", code, d.logs)
+		t.Fatalf("exit code after SIGTERM: %d\n%s", code, d.logs())
 	}
 	if _, err := os.Stat(d.socket); !os.IsNotExist(err) {
 		t.Fatal("socket left after stop")
