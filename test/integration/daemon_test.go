@@ -54,7 +54,7 @@ type daemon struct {
 	// logPath is the daemon's output (a file: the daemon writes it while
 	// the test reads).
 	logPath string
-	dir    string
+	dir     string
 }
 
 // startDaemon starts bin/shim with a config of its own CNI directory plus
