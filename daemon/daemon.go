@@ -113,7 +113,9 @@ func Start(ctx context.Context, cfg *config.Config, opts Options) (d *Daemon, re
 		Default: cni.DefaultNetwork(),
 		Logger:  log,
 	})
+	lifecycle := events.New()
 	sandboxes, err := sandbox.New(sandbox.Options{
+		Events:       lifecycle,
 		Root:         cfg.Root,
 		State:        cfg.State,
 		Store:        store,
@@ -140,7 +142,6 @@ func Start(ctx context.Context, cfg *config.Config, opts Options) (d *Daemon, re
 			return nil, err
 		}
 	}
-	lifecycle := events.New()
 	containers, err := container.New(container.Options{
 		Root:          cfg.Root,
 		State:         cfg.State,

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/berth-runtime/berth/cni"
+	"github.com/berth-runtime/berth/events"
 	"github.com/berth-runtime/berth/state"
 )
 
@@ -55,7 +56,10 @@ type Options struct {
 	StopGrace time.Duration
 	// ShmSize is the size of each pod's /dev/shm; default DefaultShmSize.
 	ShmSize int64
-	Logger  *slog.Logger
+	// Events receives the pods' lifecycle events (GetContainerEvents
+	// reports a pod's own under its ID); may be nil.
+	Events *events.Broadcaster
+	Logger *slog.Logger
 }
 
 // Manager owns every pod sandbox.
@@ -86,6 +90,9 @@ func New(opts Options) (*Manager, error) {
 	}
 	if opts.StopGrace == 0 {
 		opts.StopGrace = 10 * time.Second
+	}
+	if opts.Events == nil {
+		opts.Events = events.New()
 	}
 	if opts.ShmSize == 0 {
 		opts.ShmSize = DefaultShmSize

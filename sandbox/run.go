@@ -14,6 +14,7 @@ import (
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
 	"github.com/berth-runtime/berth/cni"
+	"github.com/berth-runtime/berth/events"
 )
 
 var errNotFound = errdefs.ErrNotFound
@@ -152,6 +153,8 @@ func (m *Manager) Run(ctx context.Context, cfg *runtimeapi.PodSandboxConfig, han
 		return "", err
 	}
 	m.log.Info("pod sandbox ready", "pod", p.ID, "name", p.Key, "ips", p.IPs)
+	m.opts.Events.Publish(events.Event{Type: events.Created, PodID: p.ID})
+	m.opts.Events.Publish(events.Event{Type: events.Started, PodID: p.ID})
 	return p.ID, nil
 }
 

@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"time"
+
+	"github.com/berth-runtime/berth/events"
 )
 
 // Stop stops the pod: its containers, its infra process, its network (CNI
@@ -47,7 +49,11 @@ func (m *Manager) stop(ctx context.Context, p *Pod) error {
 	p.Step = ""
 	p.IPs = nil
 	p.InfraPID, p.InfraStart = 0, 0
-	return m.save(p)
+	if err := m.save(p); err != nil {
+		return err
+	}
+	m.opts.Events.Publish(events.Event{Type: events.Stopped, PodID: p.ID})
+	return nil
 }
 
 // release frees what a pod holds while it runs, first stopping its
@@ -165,6 +171,7 @@ func (m *Manager) Remove(ctx context.Context, id string) error {
 	}
 	m.opLocks.Delete(p.ID)
 	m.log.Info("pod sandbox removed", "pod", p.ID, "name", p.Key)
+	m.opts.Events.Publish(events.Event{Type: events.Deleted, PodID: p.ID})
 	return nil
 }
 
