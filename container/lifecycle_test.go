@@ -364,3 +364,57 @@ func TestRecoverAfterRestart(t *testing.T) {
 		}
 	}
 }
+
+func TestTerminationMessageDevicesAndMountKinds(t *testing.T) {
+	e := newEnv(t)
+	p := e.pod(true)
+	msgFile := filepath.Join(e.base, "termination-log")
+	os.WriteFile(msgFile, nil, 0o666)
+	cfg := config("term", "sh", "-c", "echo 'all done' > /dev/termination-log; exit 0")
+	cfg.Mounts = []*runtimeapi.Mount{{ContainerPath: "/dev/termination-log", HostPath: msgFile}}
+	cfg.Annotations = map[string]string{terminationMessagePathAnnotation: "/dev/termination-log"}
+	c := e.run(p, cfg)
+	c = e.waitState(c.ID, StateExited)
+	if c.Message != "all done\n" || c.Reason != "Completed" {
+		t.Fatalf("termination message %q, reason %q", c.Message, c.Reason)
+	}
+
+	dev := config("dev", "sleep", "1000")
+	// /dev/kmsg is not among the devices every container gets; opening it
+	// for writing needs "w" in the device's permissions.
+	dev.Devices = []*runtimeapi.Device{
+		{HostPath: "/dev/kmsg", ContainerPath: "/dev/kmsg-r", Permissions: "r"},
+	}
+	d := e.run(p, dev)
+	if _, code := e.exec(d.ID, "test", "-c", "/dev/kmsg-r"); code != 0 {
+		t.Fatal("device node missing")
+	}
+	if _, code := e.exec(d.ID, "sh", "-c", "exec 3>/dev/kmsg-r"); code == 0 {
+		t.Fatal("device writable with permissions r")
+	}
+	devW := config("devw", "sleep", "1000")
+	devW.Devices = []*runtimeapi.Device{{HostPath: "/dev/kmsg", ContainerPath: "/dev/kmsg-w", Permissions: "rw"}}
+	dw := e.run(p, devW)
+	if out, code := e.exec(dw.ID, "sh", "-c", "exec 3>/dev/kmsg-w"); code != 0 {
+		t.Fatalf("device not writable with permissions rw: %s", out)
+	}
+	bad := config("baddev", "true")
+	bad.Devices = []*runtimeapi.Device{{HostPath: "/dev/null", ContainerPath: "/dev/x", Permissions: "rwz"}}
+	if _, err := e.mgr.Create(context.Background(), p.ID, bad); !errors.Is(err, errdefs.ErrInvalidArgument) {
+		t.Errorf("bad device permissions: %v", err)
+	}
+
+	// A file where the image has a directory, and the reverse.
+	file := filepath.Join(e.base, "afile")
+	os.WriteFile(file, []byte("x"), 0o644)
+	for name, m := range map[string]*runtimeapi.Mount{
+		"file over dir": {ContainerPath: "/etc", HostPath: file},
+		"dir over file": {ContainerPath: "/etc/passwd", HostPath: e.base},
+	} {
+		cfg := config("kind", "true")
+		cfg.Mounts = []*runtimeapi.Mount{m}
+		if _, err := e.mgr.Create(context.Background(), p.ID, cfg); !errors.Is(err, errdefs.ErrInvalidArgument) {
+			t.Errorf("%s: %v", name, err)
+		}
+	}
+}

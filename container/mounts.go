@@ -11,6 +11,7 @@ import (
 	"strings"
 
 	"github.com/containerd/errdefs"
+	securejoin "github.com/cyphar/filepath-securejoin"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 )
@@ -94,6 +95,9 @@ func setMounts(spec *specs.Spec, in specInput) error {
 	for _, m := range in.cfg.GetMounts() {
 		sm, err := configMount(m)
 		if err != nil {
+			return err
+		}
+		if err := checkMountKind(in.rootfs, m); err != nil {
 			return err
 		}
 		mounts = append(mounts, sm)
@@ -188,6 +192,35 @@ func setDevices(spec *specs.Spec, devices []*runtimeapi.Device, privileged bool)
 			return err
 		}
 		spec.Linux.Devices = append(spec.Linux.Devices, hostDevs...)
+	}
+	return nil
+}
+
+// checkMountKind refuses a bind mount of a file over a directory of the
+// image, or of a directory over a file: the mount would fail deep in the
+// container's start with a message naming neither.
+func checkMountKind(rootfs string, m *runtimeapi.Mount) error {
+	src, err := os.Stat(m.GetHostPath())
+	if err != nil {
+		return nil
+	}
+	target, err := securejoin.SecureJoin(rootfs, m.GetContainerPath())
+	if err != nil {
+		return nil
+	}
+	dst, err := os.Stat(target)
+	if err != nil {
+		return nil // created at start
+	}
+	if src.IsDir() != dst.IsDir() {
+		kind := func(dir bool) string {
+			if dir {
+				return "a directory"
+			}
+			return "a file"
+		}
+		return fmt.Errorf("mount %s: host path %s is %s but %s is %s in the image: %w",
+			m.GetContainerPath(), m.GetHostPath(), kind(src.IsDir()), m.GetContainerPath(), kind(dst.IsDir()), errdefs.ErrInvalidArgument)
 	}
 	return nil
 }

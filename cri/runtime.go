@@ -37,9 +37,17 @@ func (s *Server) Status(ctx context.Context, req *runtimeapi.StatusRequest) (*ru
 		Status: &runtimeapi.RuntimeStatus{Conditions: []*runtimeapi.RuntimeCondition{runtimeReady, networkReady}},
 		RuntimeHandlers: []*runtimeapi.RuntimeHandler{{
 			Name:     "",
-			Features: &runtimeapi.RuntimeHandlerFeatures{},
+			Features: &runtimeapi.RuntimeHandlerFeatures{
+				// Mounts with recursive_read_only become runc's "rro"
+				// (mount_setattr, kernel 5.12 and later).
+				RecursiveReadOnlyMounts: true,
+			},
 		}},
-		Features: &runtimeapi.RuntimeFeatures{},
+		Features: &runtimeapi.RuntimeFeatures{
+			// Merge and Strict are honoured, and ContainerStatus.user
+			// reports the ids the process really has.
+			SupplementalGroupsPolicy: true,
+		},
 	}
 	if req.GetVerbose() {
 		info, err := s.verboseInfo()
