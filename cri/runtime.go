@@ -36,7 +36,7 @@ func (s *Server) Status(ctx context.Context, req *runtimeapi.StatusRequest) (*ru
 	resp := &runtimeapi.StatusResponse{
 		Status: &runtimeapi.RuntimeStatus{Conditions: []*runtimeapi.RuntimeCondition{runtimeReady, networkReady}},
 		RuntimeHandlers: []*runtimeapi.RuntimeHandler{{
-			Name:     "",
+			Name: "",
 			Features: &runtimeapi.RuntimeHandlerFeatures{
 				// Mounts with recursive_read_only become runc's "rro"
 				// (mount_setattr, kernel 5.12 and later).
