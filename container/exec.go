@@ -187,10 +187,15 @@ func (m *Manager) Exec(ctx context.Context, idOrPrefix string, o ExecOptions) (i
 		if o.Stdin != nil {
 			go func() { _, _ = io.Copy(master, o.Stdin) }()
 		}
-		if o.Resize != nil {
+		if rc, err := master.SyscallConn(); err == nil && o.Resize != nil {
+			// Control holds the descriptor for the call and fails once
+			// the master is closed: a size arriving as the process ends
+			// must not reach a descriptor number reused since.
 			go func() {
 				for sz := range o.Resize {
-					_ = unix.IoctlSetWinsize(int(master.Fd()), unix.TIOCSWINSZ, &unix.Winsize{Col: sz.Width, Row: sz.Height})
+					_ = rc.Control(func(fd uintptr) {
+						_ = unix.IoctlSetWinsize(int(fd), unix.TIOCSWINSZ, &unix.Winsize{Col: sz.Width, Row: sz.Height})
+					})
 				}
 			}()
 		}
