@@ -29,6 +29,8 @@ var implemented = []string{
 	"ExecSync", "ContainerStats", "ListContainerStats", "StreamContainerStats", "GetContainerEvents",
 	// Images (images issue).
 	"ListImages", "StreamImages", "ImageStatus", "PullImage", "RemoveImage", "ImageFsInfo",
+	// Streaming (streaming issue).
+	"Exec", "Attach", "PortForward",
 }
 
 var notYet = []string{
@@ -37,8 +39,6 @@ var notYet = []string{
 	// Containers: checkpoints (CRIU is not on this machine) and the
 	// cAdvisor-style metrics (kubelet's PodAndContainerStatsFromCRI gate).
 	"CheckpointContainer", "ListMetricDescriptors", "ListPodSandboxMetrics", "StreamPodSandboxMetrics",
-	// Streaming (streaming issue).
-	"Exec", "Attach", "PortForward",
 }
 
 func criMethods() []string {

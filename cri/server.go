@@ -52,6 +52,9 @@ type Options struct {
 	Sandboxes       Sandboxes
 	Containers      Containers
 	Images          Images
+	// Streaming serves exec, attach and port-forward sessions; nil
+	// answers those RPCs Unavailable.
+	Streaming Streaming
 	// Events carries pod and container lifecycle events.
 	Events *events.Broadcaster
 	Logger *slog.Logger
