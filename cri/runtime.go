@@ -69,11 +69,16 @@ func (s *Server) verboseInfo() (map[string]string, error) {
 		return nil, fmt.Errorf("encode pod CIDR: %w", err)
 	}
 	driver, _ := json.Marshal(s.opts.CgroupDriver)
-	return map[string]string{
+	info := map[string]string{
 		"config":       string(cfg),
 		"podCIDR":      string(cidr),
 		"cgroupDriver": string(driver),
-	}, nil
+	}
+	if s.opts.Streaming != nil {
+		u, _ := json.Marshal(s.opts.Streaming.URL())
+		info["streamingURL"] = string(u)
+	}
+	return info, nil
 }
 
 // RuntimeConfig reports the cgroup driver; kubelet reads it once at start

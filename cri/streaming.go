@@ -18,6 +18,8 @@ type Streaming interface {
 	GetExec(*runtimeapi.ExecRequest) (*runtimeapi.ExecResponse, error)
 	GetAttach(*runtimeapi.AttachRequest) (*runtimeapi.AttachResponse, error)
 	GetPortForward(*runtimeapi.PortForwardRequest) (*runtimeapi.PortForwardResponse, error)
+	// URL is where the server listens, shown by verbose Status.
+	URL() string
 }
 
 // Exec returns the URL of a session running a command in a running

@@ -34,6 +34,8 @@ func (f *fakeStreaming) GetPortForward(r *runtimeapi.PortForwardRequest) (*runti
 	return &runtimeapi.PortForwardResponse{Url: "http://stream/portforward/t"}, nil
 }
 
+func (f *fakeStreaming) URL() string { return "http://127.0.0.1:4242" }
+
 func streamingServer(st Streaming) *Server {
 	cs := newFakeContainers(
 		testContainer("run111", "pod111", container.StateRunning, nil),
@@ -111,6 +113,18 @@ func TestStreamingRPCsRefuseBadInput(t *testing.T) {
 	}
 	if len(st.execs)+len(st.attaches)+len(st.forwards) != 0 {
 		t.Fatalf("refused requests reached the streaming server: %v %v %v", st.execs, st.attaches, st.forwards)
+	}
+}
+
+func TestVerboseStatusShowsStreamingURL(t *testing.T) {
+	s := streamingServer(&fakeStreaming{})
+	s.opts.Network = &fakeNetwork{}
+	resp, err := s.Status(context.Background(), &runtimeapi.StatusRequest{Verbose: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := resp.GetInfo()["streamingURL"]; got != `"http://127.0.0.1:4242"` {
+		t.Fatalf("streamingURL %q in %v", got, resp.GetInfo())
 	}
 }
 

@@ -26,6 +26,7 @@ import (
 	"github.com/berth-runtime/berth/images"
 	"github.com/berth-runtime/berth/sandbox"
 	"github.com/berth-runtime/berth/state"
+	"github.com/berth-runtime/berth/streaming"
 )
 
 // maxMsgSize matches kubelet's CRI client limit (cri-client utils.go).
@@ -65,6 +66,7 @@ type Daemon struct {
 	listener net.Listener
 	grpc     *grpc.Server
 	cri      *cri.Server
+	stream   *streaming.Server
 	served   chan error
 
 	stopOnce sync.Once
@@ -157,6 +159,27 @@ func Start(ctx context.Context, cfg *config.Config, opts Options) (d *Daemon, re
 		return nil, err
 	}
 	sandboxes.SetContainers(containers)
+	// The streaming server listens before the daemon is ready, so a bad
+	// address or certificate fails the start; its URLs are handed out
+	// only by RPCs, which wait for recovery.
+	streaming.LogLibraryTo(log)
+	stream, err := streaming.New(streaming.Options{
+		Address:    cfg.Streaming.Address,
+		Port:       cfg.Streaming.Port,
+		TokenTTL:   cfg.Streaming.TokenTTL.Duration,
+		TLSCert:    cfg.Streaming.TLSCert,
+		TLSKey:     cfg.Streaming.TLSKey,
+		Containers: containers,
+		Pods:       sandboxes,
+		Logger:     log,
+	})
+	if err != nil {
+		return nil, err
+	}
+	if err := stream.Start(); err != nil {
+		return nil, err
+	}
+	undo = append(undo, func() { _ = stream.Stop() })
 	criServer := cri.NewServer(cri.Options{
 		RuntimeName:     RuntimeName,
 		RuntimeVersion:  opts.Version,
@@ -166,6 +189,7 @@ func Start(ctx context.Context, cfg *config.Config, opts Options) (d *Daemon, re
 		Sandboxes:       sandboxes,
 		Containers:      containers,
 		Images:          imageStore,
+		Streaming:       stream,
 		Events:          lifecycle,
 		Logger:          log,
 	})
@@ -188,7 +212,7 @@ func Start(ctx context.Context, cfg *config.Config, opts Options) (d *Daemon, re
 		opts.Register(srv)
 	}
 
-	d = &Daemon{cfg: cfg, log: log, store: store, listener: lis, grpc: srv, cri: criServer, served: make(chan error, 1)}
+	d = &Daemon{cfg: cfg, log: log, store: store, listener: lis, grpc: srv, cri: criServer, stream: stream, served: make(chan error, 1)}
 	// Serve at once: until recovery is done every call answers Unavailable,
 	// which kubelet retries, instead of a refused connection.
 	go func() { d.served <- srv.Serve(lis) }()
@@ -235,6 +259,11 @@ func (d *Daemon) Stop() {
 			d.log.Warn("in-flight requests outlived the shutdown timeout; closing them", "timeout", timeout)
 			d.grpc.Stop()
 			<-finished
+		}
+		// After the RPCs, so no URL is handed out any more: sessions end,
+		// exec'd processes are killed (kubelet runs them again).
+		if err := d.stream.Stop(); err != nil {
+			d.log.Error("stop streaming server", "error", err)
 		}
 		if err := d.store.Close(); err != nil {
 			d.log.Error("close state database", "error", err)
