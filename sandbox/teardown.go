@@ -56,6 +56,9 @@ func (m *Manager) stop(ctx context.Context, p *Pod) error {
 	return nil
 }
 
+// networkTeardownTimeout bounds one pod's CNI DEL.
+const networkTeardownTimeout = 2 * time.Minute
+
 // release frees what a pod holds while it runs, first stopping its
 // containers if asked. Each step tolerates "already done", so it runs again
 // safely after a crash or a failure.
@@ -72,7 +75,13 @@ func (m *Manager) release(ctx context.Context, p *Pod, stopContainers bool) erro
 	}
 	if !p.HostNetwork && (p.NetworkStarted || p.Network != "") {
 		p.Step = "tear down pod network"
-		if err := m.opts.Network.Teardown(ctx, p.attachment(), p.Network); err != nil {
+		// CNI DEL runs to its end even when the caller gives up (kubelet's
+		// deadline, crictl's timeout): plugins killed half-way leave
+		// iptables rules and IP allocations behind. It has its own bound.
+		delCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), networkTeardownTimeout)
+		err := m.opts.Network.Teardown(delCtx, p.attachment(), p.Network)
+		cancel()
+		if err != nil {
 			return fmt.Errorf("%s: %w", p.Step, err)
 		}
 		p.NetworkStarted, p.Network = false, ""

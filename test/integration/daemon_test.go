@@ -16,7 +16,7 @@ import (
 )
 
 // repoRoot is two levels up from this package.
-func repoRoot(t *testing.T) string {
+func repoRoot(t testing.TB) string {
 	t.Helper()
 	wd, err := os.Getwd()
 	if err != nil {
@@ -26,7 +26,7 @@ func repoRoot(t *testing.T) string {
 }
 
 // shimBinary is the bin/shim that `make build` made.
-func shimBinary(t *testing.T) string {
+func shimBinary(t testing.TB) string {
 	t.Helper()
 	p := filepath.Join(repoRoot(t), "bin", "shim")
 	if _, err := os.Stat(p); err != nil {
@@ -35,7 +35,7 @@ func shimBinary(t *testing.T) string {
 	return p
 }
 
-func crictlBinary(t *testing.T) string {
+func crictlBinary(t testing.TB) string {
 	t.Helper()
 	p, err := exec.LookPath("crictl")
 	if err != nil {
@@ -59,13 +59,13 @@ type daemon struct {
 
 // startDaemon starts bin/shim with a config of its own CNI directory plus
 // extraConfig.
-func startDaemon(t *testing.T, extraConfig string) *daemon {
+func startDaemon(t testing.TB, extraConfig string) *daemon {
 	t.Helper()
 	dir := t.TempDir()
 	return startDaemonWithConfig(t, dir, "[cni]\nconf_dir = \""+filepath.Join(dir, "net.d")+"\"\n"+extraConfig)
 }
 
-func startDaemonWithConfig(t *testing.T, dir, body string) *daemon {
+func startDaemonWithConfig(t testing.TB, dir, body string) *daemon {
 	t.Helper()
 	cfg := filepath.Join(dir, "config.toml")
 	if err := os.WriteFile(cfg, []byte(body), 0o600); err != nil {
@@ -108,7 +108,7 @@ func (d *daemon) logs() string {
 	return string(data)
 }
 
-func (d *daemon) crictl(t *testing.T, args ...string) (string, error) {
+func (d *daemon) crictl(t testing.TB, args ...string) (string, error) {
 	t.Helper()
 	ep := "unix://" + d.socket
 	cmd := exec.Command(crictlBinary(t), append([]string{"--runtime-endpoint", ep, "--image-endpoint", ep, "--timeout", "10s"}, args...)...)
@@ -123,7 +123,7 @@ func (d *daemon) crictl(t *testing.T, args ...string) (string, error) {
 }
 
 // stop sends SIGTERM and returns the exit code.
-func (d *daemon) stop(t *testing.T) int {
+func (d *daemon) stop(t testing.TB) int {
 	t.Helper()
 	if err := d.cmd.Process.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)
@@ -212,7 +212,7 @@ func TestIntegrationUnknownRPCFailsCleanly(t *testing.T) {
 }
 
 // runShim runs bin/shim to completion and returns its exit code and output.
-func runShim(t *testing.T, args ...string) (int, string) {
+func runShim(t testing.TB, args ...string) (int, string) {
 	t.Helper()
 	cmd := exec.Command(shimBinary(t), args...)
 	out, _ := cmd.CombinedOutput()

@@ -22,7 +22,7 @@ var listening = regexp.MustCompile(`listening on (127\.0\.0\.1:[0-9]+)`)
 // startRegistry runs a real OCI registry (distribution) on a free loopback
 // port, holding the given test images pushed by hack/testimages, and
 // returns its host:port. It stops with the test.
-func startRegistry(t *testing.T, images string) string {
+func startRegistry(t testing.TB, images string) string {
 	t.Helper()
 	bin := filepath.Join(toolsBin(), "registry")
 	if _, err := os.Stat(bin); err != nil {

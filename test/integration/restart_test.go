@@ -20,7 +20,7 @@ const restartNetwork = `{"cniVersion":"1.0.0","name":"berthit","plugins":[
   "ipam":{"type":"host-local","ranges":[[{"subnet":"10.252.0.0/24"}]],"dataDir":"%s"}},
  {"type":"portmap","capabilities":{"portMappings":true}}]}`
 
-func writeJSON(t *testing.T, path string, v any) string {
+func writeJSON(t testing.TB, path string, v any) string {
 	t.Helper()
 	data, err := json.Marshal(v)
 	if err != nil {
@@ -34,7 +34,7 @@ func writeJSON(t *testing.T, path string, v any) string {
 
 // restartConfig is a daemon config with the test network and the binaries
 // beside bin/shim.
-func restartConfig(t *testing.T, dir string) string {
+func restartConfig(t testing.TB, dir string) string {
 	t.Helper()
 	netd := filepath.Join(dir, "net.d")
 	os.MkdirAll(netd, 0o755)
@@ -44,7 +44,7 @@ func restartConfig(t *testing.T, dir string) string {
 }
 
 // must runs crictl and fails the test on error.
-func (d *daemon) must(t *testing.T, args ...string) string {
+func (d *daemon) must(t testing.TB, args ...string) string {
 	t.Helper()
 	out, err := d.crictl(t, args...)
 	if err != nil {
@@ -75,7 +75,7 @@ type inspected struct {
 	} `json:"info"`
 }
 
-func (d *daemon) inspect(t *testing.T, id string) inspected {
+func (d *daemon) inspect(t testing.TB, id string) inspected {
 	t.Helper()
 	var out inspected
 	if err := json.Unmarshal([]byte(d.must(t, "inspect", id)), &out); err != nil {
