@@ -52,6 +52,8 @@ func Spawn(ctx context.Context, launcher []string, monitorBinary, bundle string,
 
 	cmd := exec.Command(launcher[0], append(launcher[1:], bundle, monitorBinary)...)
 	cmd.Stdout, cmd.Stderr = logFile, logFile
+	// In the bundle: a sweep for what a container left finds its monitor.
+	cmd.Dir = bundle
 	cmd.ExtraFiles = []*os.File{syncW}
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
 	err = cmd.Start()

@@ -139,6 +139,40 @@ remove_critest_shm() {
 	done < <(awk 'NR > 1 && $4 == 1048576 && $7 == 0 { print $2 }' /proc/sysvipc/shm)
 }
 
+# cgroup_dirs: every cgroup directory under berth's default pod parent, in
+# every hierarchy; compared before and after the suite.
+cgroup_dirs() {
+	find /sys/fs/cgroup/*/berth /sys/fs/cgroup/berth -mindepth 1 -type d 2>/dev/null | sort
+}
+
+# check_leaks: after the suite, nothing critest made may be left: pods and
+# containers (asked of berth while it runs), then, once berth has stopped,
+# processes, mounts (pinned namespaces, overlay roots, /dev/shm), veths on
+# the pod bridge, cgroups and IP allocations. Prints what it finds.
+LEAKS=()
+check_leaks_running() {
+	local out
+	out=$("$TOOLS/crictl" --runtime-endpoint "unix://$SOCK" --timeout 30s pods -q 2>&1) || out="crictl pods failed: $out"
+	[[ -n $out ]] && LEAKS+=("pods left: $(echo "$out" | tr '\n' ' ')")
+	out=$("$TOOLS/crictl" --runtime-endpoint "unix://$SOCK" --timeout 30s ps -a -q 2>&1) || out="crictl ps failed: $out"
+	[[ -n $out ]] && LEAKS+=("containers left: $(echo "$out" | tr '\n' ' ')")
+	return 0
+}
+check_leaks_stopped() {
+	local out
+	out=$(leftover_pids | tr '\n' ' ')
+	[[ -n ${out// /} ]] && LEAKS+=("processes left: $out")
+	out=$(tmp_mounts)
+	[[ -n $out ]] && LEAKS+=("mounts left: $(echo "$out" | wc -l) under $TMP")
+	out=$(ip -o link show master berth0 2>/dev/null | awk -F': ' '{print $2}' | tr '\n' ' ')
+	[[ -n ${out// /} ]] && LEAKS+=("veths left on berth0: $out")
+	out=$(comm -13 <(echo "$CGROUPS_BEFORE") <(cgroup_dirs) | head -5)
+	[[ -n $out ]] && LEAKS+=("cgroups left: $(echo "$out" | tr '\n' ' ')")
+	out=$(find "$TMP/root/cni/networks" -type f ! -name 'last_reserved_ip*' ! -name lock 2>/dev/null | head -5)
+	[[ -n $out ]] && LEAKS+=("IP allocations left: $(echo "$out" | xargs -r -n1 basename | tr '\n' ' ')")
+	return 0
+}
+
 cleanup() {
 	((CLEANED)) && return 0
 	CLEANED=1
@@ -181,6 +215,9 @@ make --no-print-directory build >&2 || die "make build failed"
 [[ -x bin/shim ]] || die "make build did not produce bin/shim"
 
 TMP=$(mktemp -d "${TMPDIR:-/tmp}/berth-critest.XXXXXX")
+CGROUPS_BEFORE=$(cgroup_dirs)
+BRIDGE_EXISTED=0
+ip link show berth0 >/dev/null 2>&1 && BRIDGE_EXISTED=1
 mkdir -p "$TMP/registry" "$TMP/critest-tmp"
 SHM_BEFORE=$(awk 'NR > 1 { print $2 }' /proc/sysvipc/shm 2>/dev/null | tr '\n' ' ')
 
@@ -314,6 +351,19 @@ report_args=(-report "$TMP/report.json" -expected "$HERE/expected-pass.txt")
 report_rc=0
 report_out=$("$TMP/report" "${report_args[@]}" 2>&1) || report_rc=$?
 
+check_leaks_running
+stop_pid "$BERTH_PID" berth 30
+BERTH_PID=
+check_leaks_stopped
+if ((${#LEAKS[@]} == 0)); then
+	# The run created the pod bridge: with no pod left on it, it goes too.
+	((BRIDGE_EXISTED)) || ip link del berth0 2>/dev/null || true
+	leak_out="leaks: none"
+else
+	leak_out=$(printf 'leak: %s\n' "${LEAKS[@]}")
+	report_rc=1
+fi
+
 berth_tail=
 if ((report_rc != 0)); then
 	berth_tail=$(tail -n 60 "$TMP/berth.log")
@@ -333,5 +383,6 @@ if ((report_rc != 0)); then
 	echo "$berth_tail"
 	echo "---"
 fi
+echo "$leak_out"
 echo "$report_out"
 exit $((report_rc != 0))
