@@ -211,7 +211,7 @@ func (m *Manager) Exec(ctx context.Context, idOrPrefix string, o ExecOptions) (i
 	case st = <-waited:
 	case <-ctx.Done():
 		killTree(pid)
-		st = <-waited
+		<-waited // reaped: no zombie stays behind
 		drainOrClose(&copies, closers)
 		return 0, fmt.Errorf("exec in container %s: command %q timed out: %w", c.ID, strings.Join(o.Cmd, " "), ctx.Err())
 	}

@@ -30,8 +30,6 @@ type specInput struct {
 	cgroup2 bool
 	// hugetlb says whether the cgroup hierarchy in use can limit hugepages.
 	hugetlb bool
-	// seccompRoot resolves Localhost seccomp profiles.
-	seccompRoot string
 }
 
 // buildSpec builds the container's OCI runtime spec. It validates what it
