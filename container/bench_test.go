@@ -1,41 +1,15 @@
 package container
 
 import (
-	"bufio"
 	"context"
 	"fmt"
-	"os"
-	"strconv"
-	"strings"
 	"testing"
 	"time"
 
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
-)
 
-// rollup returns a process's Rss and Pss in bytes (smaps_rollup).
-func rollup(pid int) (rss, pss uint64, err error) {
-	f, err := os.Open("/proc/" + strconv.Itoa(pid) + "/smaps_rollup")
-	if err != nil {
-		return 0, 0, err
-	}
-	defer f.Close()
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		fields := strings.Fields(sc.Text())
-		if len(fields) < 2 {
-			continue
-		}
-		v, _ := strconv.ParseUint(fields[1], 10, 64)
-		switch fields[0] {
-		case "Rss:":
-			rss = v * 1024
-		case "Pss:":
-			pss = v * 1024
-		}
-	}
-	return rss, pss, sc.Err()
-}
+	"github.com/berth-runtime/berth/test/testutil"
+)
 
 // BenchmarkMemoryPerPod runs 100 single-container pods and reports what
 // berth's side costs per pod: the monitors' RSS and PSS (the daemon's own
@@ -54,7 +28,7 @@ func BenchmarkMemoryPerPod(b *testing.B) {
 		time.Sleep(time.Second) // let the monitors settle
 		var rss, pss uint64
 		for _, pid := range monitors {
-			r, p, err := rollup(pid)
+			r, p, err := testutil.Memory(pid)
 			if err != nil {
 				b.Fatal(err)
 			}

@@ -1,7 +1,6 @@
 package integration
 
 import (
-	"bufio"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -9,31 +8,9 @@ import (
 	"strings"
 	"testing"
 	"time"
-)
 
-// smapsRollup returns a process's Rss and Pss in bytes.
-func smapsRollup(pid int) (rss, pss uint64) {
-	f, err := os.Open(fmt.Sprintf("/proc/%d/smaps_rollup", pid))
-	if err != nil {
-		return 0, 0
-	}
-	defer f.Close()
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		fields := strings.Fields(sc.Text())
-		if len(fields) < 2 {
-			continue
-		}
-		v, _ := strconv.ParseUint(fields[1], 10, 64)
-		switch fields[0] {
-		case "Rss:":
-			rss = v << 10
-		case "Pss:":
-			pss = v << 10
-		}
-	}
-	return rss, pss
-}
+	"github.com/berth-runtime/berth/test/testutil"
+)
 
 // childrenNamed lists the PIDs whose parent is ppid and whose command is
 // comm (the daemon's monitors).
@@ -100,14 +77,20 @@ func memoryRun(b *testing.B, pods int) {
 		}
 	}()
 	time.Sleep(2 * time.Second)
-	daemonRSS, daemonPSS := smapsRollup(d.cmd.Process.Pid)
+	daemonRSS, daemonPSS, err := testutil.Memory(d.cmd.Process.Pid)
+	if err != nil {
+		b.Fatal(err)
+	}
 	monitors := childrenNamed(d.cmd.Process.Pid, "berth-monitor")
 	if len(monitors) != pods {
 		b.Fatalf("%d monitors for %d pods", len(monitors), pods)
 	}
 	var monRSS, monPSS uint64
 	for _, pid := range monitors {
-		r, p := smapsRollup(pid)
+		r, p, err := testutil.Memory(pid)
+		if err != nil {
+			b.Fatal(err)
+		}
 		monRSS += r
 		monPSS += p
 	}
