@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 
@@ -174,7 +175,7 @@ func containerStatus(c *container.Container) (*runtimeapi.ContainerStatus, error
 		Labels: c.Labels, Annotations: c.Annotations,
 		Mounts: cfg.GetMounts(), LogPath: c.LogPath,
 		User: &runtimeapi.ContainerUser{Linux: &runtimeapi.LinuxContainerUser{
-			Uid: int64(c.UID), Gid: int64(c.GID), SupplementalGroups: groups(c.Groups),
+			Uid: int64(c.UID), Gid: int64(c.GID), SupplementalGroups: groups(c.GID, c.Groups),
 		}},
 	}
 	if !c.StartedAt.IsZero() {
@@ -192,10 +193,14 @@ func containerStatus(c *container.Container) (*runtimeapi.ContainerStatus, error
 	return st, nil
 }
 
-func groups(g []uint32) []int64 {
-	out := make([]int64, 0, len(g)+1)
-	for _, v := range g {
-		out = append(out, int64(v))
+// groups is the process's group list as `id -G` shows it and kubelet
+// expects it reported: the primary group, then the supplementary ones.
+func groups(gid uint32, extra []uint32) []int64 {
+	out := []int64{int64(gid)}
+	for _, v := range extra {
+		if !slices.Contains(out, int64(v)) {
+			out = append(out, int64(v))
+		}
 	}
 	return out
 }

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"testing"
 	"time"
 
@@ -126,7 +127,7 @@ func TestContainerStatusAndList(t *testing.T) {
 		st.GetReason() != "Error" || st.GetImageRef() != "docker.io/library/busybox@sha256:abc" || st.GetImageId() != "sha256:img" ||
 		st.GetStartedAt() != time.Unix(11, 0).UnixNano() || st.GetFinishedAt() != 0 ||
 		st.GetMounts()[0].GetContainerPath() != "/data" || st.GetResources().GetLinux().GetCpuShares() != 512 ||
-		st.GetUser().GetLinux().GetUid() != 1000 || st.GetUser().GetLinux().GetSupplementalGroups()[0] != 50 ||
+		st.GetUser().GetLinux().GetUid() != 1000 || !slices.Equal(st.GetUser().GetLinux().GetSupplementalGroups(), []int64{1000, 50}) ||
 		st.GetStopSignal() != runtimeapi.Signal_SIGNAL_SIGINT {
 		t.Fatalf("status: %v", st)
 	}
