@@ -14,6 +14,7 @@ import (
 
 	"github.com/opencontainers/cgroups"
 	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/proto"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
 	"github.com/berth-runtime/berth/events"
@@ -60,6 +61,13 @@ func (m *Manager) Create(ctx context.Context, podID string, cfg *runtimeapi.Cont
 	img, err := m.opts.Images.ContainerImage(ctx, cfg.GetImage().GetImage())
 	if err != nil {
 		return "", fmt.Errorf("create container %q: image %q: %w", meta.GetName(), cfg.GetImage().GetImage(), err)
+	}
+	// The recorded config carries each image volume's resolved image_ref,
+	// which ContainerStatus reports: work on a copy of the caller's.
+	cfg = proto.Clone(cfg).(*runtimeapi.ContainerConfig)
+	volImages, err := m.resolveImageVolumes(ctx, cfg)
+	if err != nil {
+		return "", fmt.Errorf("create container %q: %w", meta.GetName(), err)
 	}
 
 	id := newID()
@@ -111,9 +119,13 @@ func (m *Manager) Create(ctx context.Context, podID string, cfg *runtimeapi.Cont
 	if err := m.save(c); err != nil {
 		return "", err
 	}
+	volumes, err := m.mountImageVolumes(ctx, c, cfg, volImages)
+	if err != nil {
+		return "", fmt.Errorf("create container %s: %w", id, err)
+	}
 
 	spec, err := buildSpec(specInput{
-		id: id, pod: pod, podCfg: podCfg, cfg: cfg, image: img, rootfs: rootfs, dir: c.Dir,
+		id: id, pod: pod, podCfg: podCfg, cfg: cfg, image: img, rootfs: rootfs, dir: c.Dir, imageVolumes: volumes,
 		systemd: m.opts.CgroupDriver == "systemd", cgroup2: cgroups.IsCgroup2UnifiedMode(),
 		hugetlb: hugetlbAvailable(),
 	})

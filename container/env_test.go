@@ -36,6 +36,9 @@ var (
 	monitorBinary string
 	// busyboxLayer is one unpacked layer holding a busybox userland.
 	busyboxLayer string
+	// dataLayers are the two layers of the "data" image, top first, which
+	// image volume tests mount.
+	dataLayers []string
 )
 
 // The test binary is re-executed by libcontainer (`init`, for exec) and by
@@ -75,6 +78,10 @@ func TestMain(m *testing.M) {
 			fmt.Println(err)
 			return 1
 		}
+		if dataLayers, err = dataImage(dir); err != nil {
+			fmt.Println(err)
+			return 1
+		}
 		code := m.Run()
 		_ = exec.Command("ip", "link", "del", testBridge).Run()
 		if left := testutil.RemoveCgroup(strings.TrimPrefix(testCgroup, "/")); len(left) > 0 {
@@ -85,14 +92,42 @@ func TestMain(m *testing.M) {
 	}())
 }
 
-// testImages serves one image, busybox, from an unpacked layer: the image
-// store is not what these tests are about.
+// dataImage writes the "data" image's two layers: etc/marker in the
+// bottom one, replaced by the top one, and a file of each's own.
+func dataImage(dir string) ([]string, error) {
+	files := []map[string]string{
+		{"etc/marker": "top\n", "top": "top layer\n"},
+		{"etc/marker": "base\n", "etc/base": "base layer\n"},
+	}
+	var layers []string
+	for i, fs := range files {
+		layer := filepath.Join(dir, fmt.Sprintf("data%d", i))
+		for name, content := range fs {
+			p := filepath.Join(layer, name)
+			if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+				return nil, err
+			}
+			if err := os.WriteFile(p, []byte(content), 0o644); err != nil {
+				return nil, err
+			}
+		}
+		layers = append(layers, layer)
+	}
+	return layers, nil
+}
+
+// testImages serves two images from unpacked layers, busybox and data (no
+// command, for image volumes): the image store is not what these tests are
+// about.
 type testImages struct {
 	mu    sync.Mutex
 	users map[string]bool
 }
 
 func (i *testImages) ContainerImage(ctx context.Context, ref string) (*ImageConfig, error) {
+	if ref == "data" || ref == "sha256:data" {
+		return &ImageConfig{ID: "sha256:data", Ref: "example.test/data@sha256:1", Name: "data"}, nil
+	}
 	if ref != "busybox" {
 		return nil, fmt.Errorf("image %q: %w", ref, errNotFound)
 	}
@@ -106,6 +141,9 @@ func (i *testImages) Rootfs(ctx context.Context, imageID, containerID string) ([
 	i.mu.Lock()
 	defer i.mu.Unlock()
 	i.users[containerID] = true
+	if imageID == "sha256:data" {
+		return dataLayers, nil
+	}
 	return []string{busyboxLayer}, nil
 }
 

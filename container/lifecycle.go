@@ -250,7 +250,13 @@ func (m *Manager) teardown(c *Container) error {
 			return err
 		}
 	}
+	if err := unmountImageVolumes(c.Dir); err != nil {
+		return err
+	}
 	if err := unmountRootfs(c.Dir); err != nil {
+		return err
+	}
+	if err := m.releaseImageVolumes(c); err != nil {
 		return err
 	}
 	if err := m.opts.Images.ReleaseRootfs(c.ID); err != nil {

@@ -92,7 +92,14 @@ func setMounts(spec *specs.Spec, in specInput) error {
 		add(specs.Mount{Destination: dest, Type: "bind", Source: src, Options: []string{"rbind", "rprivate", "rw"}})
 	}
 
-	for _, m := range in.cfg.GetMounts() {
+	for i, m := range in.cfg.GetMounts() {
+		if src, ok := in.imageVolumes[i]; ok {
+			mounts = append(mounts, specs.Mount{
+				Destination: m.GetContainerPath(), Type: "bind", Source: src,
+				Options: []string{"rbind", "rprivate", "ro", "nosuid", "nodev"},
+			})
+			continue
+		}
 		sm, err := configMount(m)
 		if err != nil {
 			return err
@@ -123,7 +130,9 @@ func setMounts(spec *specs.Spec, in specInput) error {
 func configMount(m *runtimeapi.Mount) (specs.Mount, error) {
 	src, dest := m.GetHostPath(), m.GetContainerPath()
 	if m.GetImage() != nil && m.GetImage().GetImage() != "" {
-		return specs.Mount{}, fmt.Errorf("mount %s: image volumes are not supported yet: %w", dest, errdefs.ErrNotImplemented)
+		// Create mounts image volumes before the spec is built; one that
+		// reaches here was never prepared.
+		return specs.Mount{}, fmt.Errorf("mount %s: image volume was not prepared: %w", dest, errdefs.ErrFailedPrecondition)
 	}
 	if !filepath.IsAbs(dest) {
 		return specs.Mount{}, fmt.Errorf("mount: container path %q is not absolute: %w", dest, errdefs.ErrInvalidArgument)

@@ -59,6 +59,9 @@ type Container struct {
 	Dir    string `json:"dir"`
 	// RootfsMounted says the overlay root is mounted at Dir/rootfs.
 	RootfsMounted bool `json:"rootfsMounted,omitempty"`
+	// ImageVolumes are the images mounted into the container, each holding
+	// its image's layers until the container is removed.
+	ImageVolumes []ImageVolume `json:"imageVolumes,omitempty"`
 
 	StopSignal string `json:"stopSignal,omitempty"`
 	// TerminationMessageHostPath is the host side of the termination
@@ -88,6 +91,7 @@ func (c *Container) clone() *Container {
 	d.Annotations = maps.Clone(c.Annotations)
 	d.Config = append(json.RawMessage(nil), c.Config...)
 	d.Groups = append([]uint32(nil), c.Groups...)
+	d.ImageVolumes = append([]ImageVolume(nil), c.ImageVolumes...)
 	return &d
 }
 

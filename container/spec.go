@@ -24,6 +24,9 @@ type specInput struct {
 	rootfs string
 	// dir is the container's persistent directory (image volumes).
 	dir string
+	// imageVolumes are the host paths of the config's image mounts, by
+	// mount index, already mounted read-only.
+	imageVolumes map[int]string
 	// systemd selects the systemd form of the cgroups path.
 	systemd bool
 	// cgroup2 is set on a cgroup v2 host (cgroup namespace per container).
