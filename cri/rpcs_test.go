@@ -31,14 +31,15 @@ var implemented = []string{
 	"ListImages", "StreamImages", "ImageStatus", "PullImage", "RemoveImage", "ImageFsInfo",
 	// Streaming (streaming issue).
 	"Exec", "Attach", "PortForward",
+	// cAdvisor-style metrics (kubelet's PodAndContainerStatsFromCRI gate).
+	"ListMetricDescriptors", "ListPodSandboxMetrics", "StreamPodSandboxMetrics",
 }
 
 var notYet = []string{
 	// Pods (sandbox issue): pod checkpoint/restore.
 	"CheckpointPod", "RestorePod",
-	// Containers: checkpoints (CRIU is not on this machine) and the
-	// cAdvisor-style metrics (kubelet's PodAndContainerStatsFromCRI gate).
-	"CheckpointContainer", "ListMetricDescriptors", "ListPodSandboxMetrics", "StreamPodSandboxMetrics",
+	// Containers: checkpoints (CRIU is not on this machine).
+	"CheckpointContainer",
 }
 
 func criMethods() []string {

@@ -55,6 +55,9 @@ type Options struct {
 	// Streaming serves exec, attach and port-forward sessions; nil
 	// answers those RPCs Unavailable.
 	Streaming Streaming
+	// Metrics reports cAdvisor-style metrics; nil answers the metrics
+	// RPCs Unimplemented.
+	Metrics Metrics
 	// Events carries pod and container lifecycle events.
 	Events *events.Broadcaster
 	Logger *slog.Logger

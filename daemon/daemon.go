@@ -24,6 +24,7 @@ import (
 	"github.com/berth-runtime/berth/cri"
 	"github.com/berth-runtime/berth/events"
 	"github.com/berth-runtime/berth/images"
+	"github.com/berth-runtime/berth/metrics"
 	"github.com/berth-runtime/berth/sandbox"
 	"github.com/berth-runtime/berth/state"
 	"github.com/berth-runtime/berth/streaming"
@@ -190,6 +191,7 @@ func Start(ctx context.Context, cfg *config.Config, opts Options) (d *Daemon, re
 		Containers:      containers,
 		Images:          imageStore,
 		Streaming:       stream,
+		Metrics:         metrics.New(sandboxes, containers, log),
 		Events:          lifecycle,
 		Logger:          log,
 	})

@@ -39,6 +39,8 @@ type Stats struct {
 type InterfaceStats struct {
 	Name                                 string
 	RxBytes, RxErrors, TxBytes, TxErrors uint64
+	// Packets and drops, for the cAdvisor-style network metrics.
+	RxPackets, RxDropped, TxPackets, TxDropped uint64
 }
 
 type cpuSample struct {
@@ -137,7 +139,10 @@ func parseNetDev(data []byte) ([]InterfaceStats, error) {
 			return nil, fmt.Errorf("net/dev line for %s: %d fields", name, len(f))
 		}
 		n := func(i int) uint64 { v, _ := strconv.ParseUint(f[i], 10, 64); return v }
-		out = append(out, InterfaceStats{Name: name, RxBytes: n(0), RxErrors: n(2), TxBytes: n(8), TxErrors: n(10)})
+		out = append(out, InterfaceStats{
+			Name: name, RxBytes: n(0), RxPackets: n(1), RxErrors: n(2), RxDropped: n(3),
+			TxBytes: n(8), TxPackets: n(9), TxErrors: n(10), TxDropped: n(11),
+		})
 	}
 	return out, sc.Err()
 }
