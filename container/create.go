@@ -111,7 +111,12 @@ func (m *Manager) Create(ctx context.Context, podID string, cfg *runtimeapi.Cont
 	if err != nil {
 		return "", fmt.Errorf("create container %s: image layers: %w", id, err)
 	}
-	rootfs, err := mountRootfs(c.Dir, lowers)
+	if podIDMap(pod) != nil {
+		if err := traversable(m.opts.Root, c.Dir); err != nil {
+			return "", fmt.Errorf("create container %s: let the pod's user namespace reach the rootfs: %w", id, err)
+		}
+	}
+	rootfs, err := mountRootfs(c.Dir, lowers, podIDMap(pod))
 	if err != nil {
 		return "", fmt.Errorf("create container %s: %w", id, err)
 	}

@@ -12,7 +12,9 @@ import (
 
 // mountRootfs mounts the container's root: the image's layers under a
 // writable layer of its own, all in the container's persistent directory.
-func mountRootfs(dir string, lowers []string) (string, error) {
+// With idmap (a pod user namespace) the layers are idmapped and the
+// writable layer belongs to the mapped root (see userns.go).
+func mountRootfs(dir string, lowers []string, idmap *rootIDMap) (string, error) {
 	upper, work, target := filepath.Join(dir, "upper"), filepath.Join(dir, "work"), filepath.Join(dir, "rootfs")
 	for _, d := range []string{upper, work, target} {
 		if err := os.MkdirAll(d, 0o755); err != nil {
@@ -27,6 +29,20 @@ func mountRootfs(dir string, lowers []string) (string, error) {
 		}
 		lowers = []string{empty}
 	}
+	if idmap != nil {
+		for _, d := range []string{upper, work} {
+			if err := os.Chown(d, int(idmap.uid), int(idmap.gid)); err != nil {
+				return "", fmt.Errorf("rootfs: %w", err)
+			}
+		}
+		mapped, err := idmapLowers(dir, lowers, idmap)
+		if err != nil {
+			return "", fmt.Errorf("rootfs: %w", err)
+		}
+		// The overlay holds its own clones of the layers once mounted.
+		defer func() { _ = unmountLowers(dir) }()
+		lowers = mapped
+	}
 	opts := fmt.Sprintf("lowerdir=%s,upperdir=%s,workdir=%s", strings.Join(lowers, ":"), upper, work)
 	if len(opts) >= unix.Getpagesize() {
 		return "", fmt.Errorf("rootfs: overlay options of %d bytes exceed the page size", len(opts))
@@ -37,8 +53,12 @@ func mountRootfs(dir string, lowers []string) (string, error) {
 	return target, nil
 }
 
-// unmountRootfs unmounts the root; an unmounted root is fine.
+// unmountRootfs unmounts the root (and idmapped layers a crash left); an
+// unmounted root is fine.
 func unmountRootfs(dir string) error {
+	if err := unmountLowers(dir); err != nil {
+		return err
+	}
 	target := filepath.Join(dir, "rootfs")
 	err := unix.Unmount(target, unix.MNT_DETACH)
 	if err != nil && !errors.Is(err, unix.EINVAL) && !errors.Is(err, unix.ENOENT) {

@@ -92,6 +92,8 @@ func buildSpec(in specInput) (*specs.Spec, error) {
 	if err := setDevices(spec, in.cfg.GetDevices(), privileged); err != nil {
 		return nil, err
 	}
+	// After the mounts: it idmaps the bind mounts among them.
+	setUserNamespace(spec, in.pod)
 	setMaskedPaths(spec, sc)
 	if privileged {
 		spec.Linux.Resources.Devices = []specs.LinuxDeviceCgroup{{Allow: true, Access: "rwm"}}

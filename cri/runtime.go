@@ -41,12 +41,19 @@ func (s *Server) Status(ctx context.Context, req *runtimeapi.StatusRequest) (*ru
 				// Mounts with recursive_read_only become runc's "rro"
 				// (mount_setattr, kernel 5.12 and later).
 				RecursiveReadOnlyMounts: true,
+				// Pods with UsernsOptions mode POD get a user namespace that
+				// owns their net/IPC/UTS namespaces, and idmapped rootfs
+				// layers and volumes (kernel 6.3 and later for tmpfs).
+				UserNamespaces: true,
 			},
 		}},
 		Features: &runtimeapi.RuntimeFeatures{
 			// Merge and Strict are honoured, and ContainerStatus.user
 			// reports the ids the process really has.
 			SupplementalGroupsPolicy: true,
+			// UserNamespacesHostNetwork stays false: a pod user namespace
+			// cannot mount sysfs over the host's network namespace, and
+			// RunPodSandbox refuses the combination.
 		},
 	}
 	if req.GetVerbose() {

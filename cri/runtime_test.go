@@ -44,7 +44,8 @@ func TestStatusConditionsAndFeatures(t *testing.T) {
 	if err := json.Unmarshal([]byte(resp.GetInfo()["config"]), &cfg); err != nil || cfg["root"] != "/r" {
 		t.Fatalf("verbose config: %v %v", err, resp.GetInfo())
 	}
-	if !resp.GetRuntimeHandlers()[0].GetFeatures().GetRecursiveReadOnlyMounts() || !resp.GetFeatures().GetSupplementalGroupsPolicy() {
+	if !resp.GetRuntimeHandlers()[0].GetFeatures().GetRecursiveReadOnlyMounts() || !resp.GetFeatures().GetSupplementalGroupsPolicy() ||
+		!resp.GetRuntimeHandlers()[0].GetFeatures().GetUserNamespaces() || resp.GetFeatures().GetUserNamespacesHostNetwork() {
 		t.Fatalf("features: %v", resp)
 	}
 	n.notReady = nil

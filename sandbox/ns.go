@@ -35,7 +35,7 @@ var (
 )
 
 // allPinnable are every namespace kind a pod may pin, for teardown.
-var allPinnable = []nsKind{nsNet, nsIPC, nsUTS}
+var allPinnable = []nsKind{nsNet, nsIPC, nsUTS, nsUser}
 
 // pinNamespaces creates fresh namespaces of the given kinds and keeps each
 // alive by bind-mounting its /proc file onto dir/<kind>, so no process has to
@@ -49,10 +49,8 @@ var allPinnable = []nsKind{nsNet, nsIPC, nsUTS}
 // locked takes its thread down with it, so the daemon's other threads (and
 // the main thread) never end up in a pod's namespaces.
 //
-// User namespaces (a later issue) fit here: unshare(CLONE_NEWUSER) needs a
-// single-threaded caller, so a helper child (`shim` re-executed) would create
-// the user namespace first and the others inside it, and this function would
-// bind-mount the helper's /proc/<pid>/ns files instead of the thread's.
+// Pods with a user namespace pin theirs with pinUserNamespaces (userns.go):
+// unshare(CLONE_NEWUSER) needs a single-threaded caller.
 //
 // On error, whatever was pinned is undone.
 func pinNamespaces(dir string, kinds []nsKind, hostname string) (paths map[string]string, retErr error) {

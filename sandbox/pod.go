@@ -18,6 +18,7 @@ import (
 	"slices"
 	"time"
 
+	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"google.golang.org/protobuf/encoding/protojson"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
@@ -81,6 +82,12 @@ type Pod struct {
 	NetNS string `json:"netns,omitempty"`
 	IPCNS string `json:"ipcns,omitempty"`
 	UTSNS string `json:"utsns,omitempty"`
+	// UserNS is the pod's pinned user namespace, empty when the pod uses
+	// the host's; UIDMappings and GIDMappings are its id maps (one range
+	// each, from container id 0).
+	UserNS      string                 `json:"userns,omitempty"`
+	UIDMappings []specs.LinuxIDMapping `json:"uidMappings,omitempty"`
+	GIDMappings []specs.LinuxIDMapping `json:"gidMappings,omitempty"`
 	// NSDir holds the pinned namespace files.
 	NSDir string `json:"nsDir"`
 
@@ -150,6 +157,8 @@ func (p *Pod) clone() *Pod {
 	c.Annotations = maps.Clone(p.Annotations)
 	c.IPs = slices.Clone(p.IPs)
 	c.PortMappings = slices.Clone(p.PortMappings)
+	c.UIDMappings = slices.Clone(p.UIDMappings)
+	c.GIDMappings = slices.Clone(p.GIDMappings)
 	c.Config = slices.Clone(p.Config)
 	if p.DNS != nil {
 		d := *p.DNS

@@ -171,7 +171,7 @@ func (m *Manager) reconcile(ctx context.Context, p *Pod) error {
 
 // broken says why a ready pod can no longer run containers, or "".
 func (m *Manager) broken(p *Pod) string {
-	for kind, path := range map[string]string{"net": p.NetNS, "ipc": p.IPCNS, "uts": p.UTSNS} {
+	for kind, path := range map[string]string{"net": p.NetNS, "ipc": p.IPCNS, "uts": p.UTSNS, "user": p.UserNS} {
 		if path != "" && !isNamespace(path) {
 			return kind + " namespace " + path + " is not mounted"
 		}

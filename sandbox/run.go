@@ -88,11 +88,26 @@ func (m *Manager) Run(ctx context.Context, cfg *runtimeapi.PodSandboxConfig, han
 	if !p.HostNetwork {
 		kinds = append(kinds, nsUTS)
 	}
-	paths, err := pinNamespaces(p.NSDir, kinds, p.Hostname)
-	if err != nil {
+	var paths map[string]string
+	if len(p.UIDMappings) > 0 {
+		// The helper that creates the user namespace is the infra process
+		// too when the pod shares a PID namespace (see userns.go).
+		var in *infra
+		paths, in, err = pinUserNamespaces(p.NSDir, kinds, p.Hostname, p.UIDMappings, p.GIDMappings,
+			m.opts.InfraCommand, p.ID, p.PIDMode == PIDPod, p.Cgroup)
+		if err != nil {
+			return "", err
+		}
+		if in != nil {
+			m.mu.Lock()
+			m.infras[p.ID] = in
+			m.mu.Unlock()
+			p.InfraPID, p.InfraStart = in.pid, in.start
+		}
+	} else if paths, err = pinNamespaces(p.NSDir, kinds, p.Hostname); err != nil {
 		return "", err
 	}
-	p.NetNS, p.IPCNS, p.UTSNS = paths[nsNet.name], paths[nsIPC.name], paths[nsUTS.name]
+	p.NetNS, p.IPCNS, p.UTSNS, p.UserNS = paths[nsNet.name], paths[nsIPC.name], paths[nsUTS.name], paths[nsUser.name]
 	if err := m.save(p); err != nil {
 		return "", err
 	}
@@ -132,7 +147,7 @@ func (m *Manager) Run(ctx context.Context, cfg *runtimeapi.PodSandboxConfig, han
 		}
 	}
 
-	if p.PIDMode == PIDPod {
+	if p.PIDMode == PIDPod && p.InfraPID == 0 {
 		mark("start infra process")
 		in, err := startInfra(m.opts.InfraCommand, p.ID, p.RunDir, map[string]string{
 			nsNet.name: p.NetNS, nsIPC.name: p.IPCNS, nsUTS.name: p.UTSNS,
@@ -167,8 +182,9 @@ func (m *Manager) plan(cfg *runtimeapi.PodSandboxConfig, handler string) (*Pod, 
 	nsOpts := cfg.GetLinux().GetSecurityContext().GetNamespaceOptions()
 	// POD is the zero value of every NamespaceMode: only a UsernsOptions
 	// that is present asks for a user namespace.
-	if u := nsOpts.GetUsernsOptions(); u != nil && u.GetMode() == runtimeapi.NamespaceMode_POD {
-		return nil, fmt.Errorf("pod user namespaces: %w", errdefs.ErrNotImplemented)
+	uids, gids, err := usernsMappings(nsOpts)
+	if err != nil {
+		return nil, err
 	}
 	configJSON, err := protojson.Marshal(cfg)
 	if err != nil {
@@ -190,6 +206,8 @@ func (m *Manager) plan(cfg *runtimeapi.PodSandboxConfig, handler string) (*Pod, 
 		HostIPC:        nsOpts.GetIpc() == runtimeapi.NamespaceMode_NODE,
 		Hostname:       cfg.GetHostname(),
 		Config:         configJSON,
+		UIDMappings:    uids,
+		GIDMappings:    gids,
 	}
 	switch nsOpts.GetPid() {
 	case runtimeapi.NamespaceMode_POD:

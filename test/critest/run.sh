@@ -215,6 +215,9 @@ make --no-print-directory build >&2 || die "make build failed"
 [[ -x bin/shim ]] || die "make build did not produce bin/shim"
 
 TMP=$(mktemp -d "${TMPDIR:-/tmp}/berth-critest.XXXXXX")
+# mktemp makes it 0700; berth's root is beneath it, and a container in a pod
+# user namespace (its root is not the host's) must be able to reach its rootfs.
+chmod 711 "$TMP"
 CGROUPS_BEFORE=$(cgroup_dirs)
 BRIDGE_EXISTED=0
 ip link show berth0 >/dev/null 2>&1 && BRIDGE_EXISTED=1
