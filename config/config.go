@@ -38,6 +38,7 @@ type Config struct {
 	CNI             CNI                 `toml:"cni" json:"cni"`
 	Streaming       Streaming           `toml:"streaming" json:"streaming"`
 	Images          Images              `toml:"images" json:"images"`
+	CDI             CDI                 `toml:"cdi" json:"cdi"`
 	Registries      map[string]Registry `toml:"registries" json:"registries"`
 }
 
@@ -70,6 +71,11 @@ type Streaming struct {
 // Images configures pulling.
 type Images struct {
 	PullProgressTimeout Duration `toml:"pull_progress_timeout" json:"pull_progress_timeout"`
+}
+
+// CDI locates Container Device Interface specs.
+type CDI struct {
+	SpecDirs []string `toml:"spec_dirs" json:"spec_dirs"`
 }
 
 // Registry holds the settings of one registry host.
@@ -190,6 +196,17 @@ func (c *Config) Validate() error {
 	}
 	if c.Images.PullProgressTimeout.Duration <= 0 {
 		return fmt.Errorf("images.pull_progress_timeout: must be positive, got %s", c.Images.PullProgressTimeout)
+	}
+	if len(c.CDI.SpecDirs) == 0 {
+		return errors.New("cdi.spec_dirs: name at least one directory")
+	}
+	for i, d := range c.CDI.SpecDirs {
+		if !filepath.IsAbs(d) {
+			return fmt.Errorf("cdi.spec_dirs[%d]: %q is not an absolute path", i, d)
+		}
+		if slices.Contains(c.CDI.SpecDirs[:i], d) {
+			return fmt.Errorf("cdi.spec_dirs[%d]: %q is listed twice", i, d)
+		}
 	}
 	for host, r := range c.Registries {
 		if host == "" || strings.ContainsAny(host, "/ ") {

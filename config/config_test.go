@@ -22,6 +22,9 @@ func TestDefaults(t *testing.T) {
 	if len(c.CNI.BinDirs) != 1 || c.CNI.BinDirs[0] != "/opt/cni/bin" {
 		t.Fatalf("cni: %+v", c.CNI)
 	}
+	if strings.Join(c.CDI.SpecDirs, ",") != "/etc/cdi,/var/run/cdi" {
+		t.Fatalf("cdi: %+v", c.CDI)
+	}
 }
 
 // Every key of the default file carries a comment, so the printed file is
@@ -108,6 +111,9 @@ func TestLoadErrorsNameTheKey(t *testing.T) {
 		{"[registries.\"r.io\"]\nmirrors = [\"ftp://x\"]", `registries."r.io".mirrors[0]`},
 		{"[registries.\"r.io\"]\nmirors = []", `registries."r.io".mirors`},
 		{"[cni]\nbin_dirs = [\"rel\"]", "cni.bin_dirs[0]"},
+		{"[cdi]\nspec_dirs = [\"cdi\"]", "cdi.spec_dirs[0]"},
+		{"[cdi]\nspec_dirs = [\"/a\", \"/a\"]", "cdi.spec_dirs[1]"},
+		{"[cdi]\nspec_dirs = []", "cdi.spec_dirs"},
 		{"this is not toml", "config"},
 	} {
 		_, err := Load(write(t, tc.body), true)

@@ -132,7 +132,7 @@ func (m *Manager) Create(ctx context.Context, podID string, cfg *runtimeapi.Cont
 	spec, err := buildSpec(specInput{
 		id: id, pod: pod, podCfg: podCfg, cfg: cfg, image: img, rootfs: rootfs, dir: c.Dir, imageVolumes: volumes,
 		systemd: m.opts.CgroupDriver == "systemd", cgroup2: cgroups.IsCgroup2UnifiedMode(),
-		hugetlb: hugetlbAvailable(),
+		hugetlb: hugetlbAvailable(), cdi: m.cdi,
 	})
 	if err != nil {
 		return "", fmt.Errorf("create container %s: %w", id, err)

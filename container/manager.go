@@ -56,6 +56,9 @@ type Options struct {
 	MonitorBinary string
 	// CgroupDriver is "cgroupfs" or "systemd".
 	CgroupDriver string
+	// CDISpecDirs are the directories of CDI spec files, highest priority
+	// last; empty means DefaultCDISpecDirs.
+	CDISpecDirs []string
 	// Events receives container lifecycle events; may be nil.
 	Events *events.Broadcaster
 	Logger *slog.Logger
@@ -70,6 +73,7 @@ type Manager struct {
 	names    *state.Registrar
 	runcRoot string
 	events   *events.Broadcaster
+	cdi      *cdiRegistry
 
 	mu         sync.RWMutex
 	containers map[string]*Container
@@ -106,6 +110,10 @@ func New(opts Options) (*Manager, error) {
 	if err != nil {
 		return nil, err
 	}
+	cdi, err := newCDIRegistry(opts.CDISpecDirs)
+	if err != nil {
+		return nil, fmt.Errorf("container manager: %w", err)
+	}
 	return &Manager{
 		opts:       opts,
 		log:        opts.Logger,
@@ -114,6 +122,7 @@ func New(opts Options) (*Manager, error) {
 		names:      state.NewRegistrar(),
 		runcRoot:   filepath.Join(opts.State, "runc"),
 		events:     opts.Events,
+		cdi:        cdi,
 		containers: map[string]*Container{},
 		exited:     map[string]chan struct{}{},
 		cpu:        map[string]cpuSample{},

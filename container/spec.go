@@ -33,6 +33,8 @@ type specInput struct {
 	cgroup2 bool
 	// hugetlb says whether the cgroup hierarchy in use can limit hugepages.
 	hugetlb bool
+	// cdi resolves CDI devices; nil injects none.
+	cdi *cdiRegistry
 }
 
 // buildSpec builds the container's OCI runtime spec. It validates what it
@@ -92,7 +94,12 @@ func buildSpec(in specInput) (*specs.Spec, error) {
 	if err := setDevices(spec, in.cfg.GetDevices(), privileged); err != nil {
 		return nil, err
 	}
-	// After the mounts: it idmaps the bind mounts among them.
+	if in.cdi != nil {
+		if err := in.cdi.inject(spec, in.cfg); err != nil {
+			return nil, err
+		}
+	}
+	// After the mounts (CDI's too): it idmaps the bind mounts among them.
 	setUserNamespace(spec, in.pod)
 	setMaskedPaths(spec, sc)
 	if privileged {

@@ -153,6 +153,7 @@ func Start(ctx context.Context, cfg *config.Config, opts Options) (d *Daemon, re
 		Images:        containerImages{imageStore},
 		MonitorBinary: monitorBinary,
 		CgroupDriver:  cfg.CgroupDriver(),
+		CDISpecDirs:   cfg.CDI.SpecDirs,
 		Events:        lifecycle,
 		Logger:        log,
 	})

@@ -250,14 +250,13 @@ func (s *controlServer) attach(conn net.Conn, br *bufio.Reader, req Request) {
 		s.mu.Unlock()
 		if first && !s.m.opts.TTY {
 			s.m.stdin.Close()
-			// The client only half-closed: what the container writes
-			// after reading the end of its input still goes to it, until
-			// the container exits or the client goes (kubectl attach
-			// relies on this; containerd and CRI-O do the same).
-			return
 		}
 	}
-	s.detach(c)
+	// The client's input has ended, which may be a half-close: what the
+	// container writes afterwards still goes to it (kubectl attach relies
+	// on this; containerd and CRI-O do the same). A client that went away
+	// entirely is dropped at the first output its connection refuses, or
+	// when the container exits.
 }
 
 func (s *controlServer) detach(c *attachClient) {

@@ -53,7 +53,7 @@ func TestStopAndRemoveDriveContainers(t *testing.T) {
 		t.Fatal(err)
 	}
 	id := p.ID[:6]
-	want := "stop " + id + " 10s,stop " + id + " 10s,remove " + id
+	want := "stop " + id + " 0s,stop " + id + " 0s,remove " + id
 	if got := strings.Join(fc.calls, ","); got != want {
 		t.Errorf("calls = %s, want %s", got, want)
 	}

@@ -51,8 +51,9 @@ type Options struct {
 	// this executable with InfraSubcommand.
 	InfraCommand []string
 	// StopGrace is how long StopPodSandbox lets containers that are still
-	// running handle their stop signal; kubelet has normally stopped them
-	// with the pod's own grace period already.
+	// running handle their stop signal. The default, 0, kills them at once
+	// as containerd does: kubelet has stopped them with the pod's own grace
+	// period already, and its StopPodSandbox call has a deadline of its own.
 	StopGrace time.Duration
 	// ShmSize is the size of each pod's /dev/shm; default DefaultShmSize.
 	ShmSize int64
@@ -87,9 +88,6 @@ func New(opts Options) (*Manager, error) {
 	}
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
-	}
-	if opts.StopGrace == 0 {
-		opts.StopGrace = 10 * time.Second
 	}
 	if opts.Events == nil {
 		opts.Events = events.New()

@@ -70,12 +70,7 @@ func memoryRun(b *testing.B, pods int) {
 		})
 		d.must(b, "run", ctr, pod)
 	}
-	defer func() {
-		// One at a time: crictl's -a removes them all at once.
-		for _, id := range strings.Fields(d.must(b, "pods", "-q")) {
-			d.must(b, "rmp", "-f", id)
-		}
-	}()
+	defer d.removeAllPods(b)
 	time.Sleep(2 * time.Second)
 	daemonRSS, daemonPSS, err := testutil.Memory(d.cmd.Process.Pid)
 	if err != nil {

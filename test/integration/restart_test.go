@@ -43,6 +43,32 @@ func restartConfig(t testing.TB, dir string) string {
 	return fmt.Sprintf("[cni]\nconf_dir = %q\n", netd)
 }
 
+// removeAllPods removes every pod through berth, one at a time (crictl's
+// -a removes them all at once, against its own short timeout).
+func (d *daemon) removeAllPods(t testing.TB) {
+	t.Helper()
+	out, err := d.crictl(t, "pods", "-q")
+	if err != nil {
+		t.Errorf("list pods for cleanup: %v %s", err, out)
+		return
+	}
+	for _, id := range strings.Fields(out) {
+		if out, err := d.crictl(t, "rmp", "-f", id); err != nil {
+			t.Errorf("cleanup: rmp %s: %v %s", id, err, out)
+		}
+	}
+}
+
+// cleanupPods registers the removal of every pod while this daemon runs.
+// Registered after the daemon's start, it runs before the daemon's stop.
+func (d *daemon) cleanupPods(t testing.TB) {
+	t.Cleanup(func() {
+		if d.cmd.ProcessState == nil {
+			d.removeAllPods(t)
+		}
+	})
+}
+
 // must runs crictl and fails the test on error.
 func (d *daemon) must(t testing.TB, args ...string) string {
 	t.Helper()
@@ -127,13 +153,8 @@ func TestIntegrationKill9Restart(t *testing.T) {
 	restartedAt := time.Now()
 
 	d = startDaemonWithConfig(t, dir, cfg)
-	// Registered after this daemon's own stop, so it runs before it: a
-	// failing test still removes its pod through berth.
-	t.Cleanup(func() {
-		if d.cmd.ProcessState == nil {
-			_, _ = d.crictl(t, "rmp", "-a", "-f")
-		}
-	})
+	// A failing test still removes its pod through berth.
+	d.cleanupPods(t)
 	c := d.inspect(t, counter)
 	if c.Status.State != "CONTAINER_RUNNING" || c.Info.Pid != counterPid {
 		t.Fatalf("counter after restart: %+v (pid was %d)", c, counterPid)
