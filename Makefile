@@ -45,10 +45,10 @@ test: setup build lint unit integration critest
 
 # Every package's own tests; the ones that need real namespaces run as root.
 unit: build
-	$(GO) test -tags seccomp -count=1 $$($(GO) list ./... | grep -v /test/)
+	$(GO) test -tags seccomp -count=1 $$($(GO) list ./... | grep -v /test/integration)
 
 integration: build
-	BERTH_REQUIRE_TOOLS=1 $(GO) test -tags seccomp -count=1 -run Integration -v ./test/integration/...
+	BERTH_REQUIRE_TOOLS=1 $(GO) test -tags seccomp -count=1 -timeout 20m -run Integration ./test/integration/...
 
 critest: build
 	test/critest/run.sh
