@@ -123,11 +123,32 @@ type streamingSetup struct {
 	podCfg string
 }
 
+// streamingNetwork is a network of these tests' own: other tests, maybe
+// run at the same time from another checkout, add and delete theirs.
+const streamingNetwork = `{"cniVersion":"1.0.0","name":"berthst","plugins":[
+ {"type":"bridge","bridge":"berthst0","isGateway":true,"ipMasq":true,
+  "ipam":{"type":"host-local","ranges":[[{"subnet":"10.253.0.0/24"}]],"dataDir":"%s"}},
+ {"type":"portmap","capabilities":{"portMappings":true}}]}`
+
+func streamingNetworkConfig(t *testing.T, dir string) string {
+	t.Helper()
+	netd := filepath.Join(dir, "net.d")
+	if err := os.MkdirAll(netd, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	conf := fmt.Sprintf(streamingNetwork, filepath.Join(dir, "ipam"))
+	if err := os.WriteFile(filepath.Join(netd, "10-berthst.conflist"), []byte(conf), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = exec.Command("ip", "link", "del", "berthst0").Run() })
+	return fmt.Sprintf("[cni]\nconf_dir = %q\n", netd)
+}
+
 func newStreamingSetup(t *testing.T, extraConfig string) *streamingSetup {
 	t.Helper()
 	reg := startRegistry(t, "busybox")
 	s := &streamingSetup{dir: t.TempDir(), image: reg + "/e2e-test-images/busybox:1.29-2"}
-	s.cfg = restartConfig(t, s.dir) + extraConfig
+	s.cfg = streamingNetworkConfig(t, s.dir) + extraConfig
 	s.d = startDaemonWithConfig(t, s.dir, s.cfg)
 	s.cleanupPods(t)
 	s.d.must(t, "pull", s.image)
