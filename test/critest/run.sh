@@ -142,7 +142,8 @@ remove_critest_shm() {
 # cgroup_dirs: every cgroup directory under berth's default pod parent, in
 # every hierarchy; compared before and after the suite.
 cgroup_dirs() {
-	find /sys/fs/cgroup/*/berth /sys/fs/cgroup/berth -mindepth 1 -type d 2>/dev/null | sort
+	# find fails where berth never made its parent cgroup: no directories.
+	{ find /sys/fs/cgroup/*/berth /sys/fs/cgroup/berth -mindepth 1 -type d 2>/dev/null || true; } | sort
 }
 
 # check_leaks: after the suite, nothing critest made may be left: pods and
@@ -152,23 +153,27 @@ cgroup_dirs() {
 LEAKS=()
 check_leaks_running() {
 	local out
-	out=$("$TOOLS/crictl" --runtime-endpoint "unix://$SOCK" --timeout 30s pods -q 2>&1) || out="crictl pods failed: $out"
+	# stderr only on failure: crictl warns there about its missing config
+	# file on every run.
+	out=$("$TOOLS/crictl" --runtime-endpoint "unix://$SOCK" --timeout 30s pods -q 2>/dev/null) || out="crictl pods failed"
 	[[ -n $out ]] && LEAKS+=("pods left: $(echo "$out" | tr '\n' ' ')")
-	out=$("$TOOLS/crictl" --runtime-endpoint "unix://$SOCK" --timeout 30s ps -a -q 2>&1) || out="crictl ps failed: $out"
+	out=$("$TOOLS/crictl" --runtime-endpoint "unix://$SOCK" --timeout 30s ps -a -q 2>/dev/null) || out="crictl ps failed"
 	[[ -n $out ]] && LEAKS+=("containers left: $(echo "$out" | tr '\n' ' ')")
 	return 0
 }
 check_leaks_stopped() {
 	local out
-	out=$(leftover_pids | tr '\n' ' ')
+	# Each probe may find nothing to look at (no bridge, no IPAM directory):
+	# with pipefail that is a failure, which must not end the script.
+	out=$(leftover_pids | tr '\n' ' ') || true
 	[[ -n ${out// /} ]] && LEAKS+=("processes left: $out")
-	out=$(tmp_mounts)
+	out=$(tmp_mounts) || true
 	[[ -n $out ]] && LEAKS+=("mounts left: $(echo "$out" | wc -l) under $TMP")
-	out=$(ip -o link show master berth0 2>/dev/null | awk -F': ' '{print $2}' | tr '\n' ' ')
+	out=$(ip -o link show master berth0 2>/dev/null | awk -F': ' '{print $2}' | tr '\n' ' ') || true
 	[[ -n ${out// /} ]] && LEAKS+=("veths left on berth0: $out")
-	out=$(comm -13 <(echo "$CGROUPS_BEFORE") <(cgroup_dirs) | head -5)
+	out=$(comm -13 <(echo "$CGROUPS_BEFORE") <(cgroup_dirs) | head -5) || true
 	[[ -n $out ]] && LEAKS+=("cgroups left: $(echo "$out" | tr '\n' ' ')")
-	out=$(find "$TMP/root/cni/networks" -type f ! -name 'last_reserved_ip*' ! -name lock 2>/dev/null | head -5)
+	out=$(find "$TMP/root/cni/networks" -type f ! -name 'last_reserved_ip*' ! -name lock 2>/dev/null | head -5) || true
 	[[ -n $out ]] && LEAKS+=("IP allocations left: $(echo "$out" | xargs -r -n1 basename | tr '\n' ' ')")
 	return 0
 }
