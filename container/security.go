@@ -299,3 +299,22 @@ func setMaskedPaths(spec *specs.Spec, sc *runtimeapi.LinuxContainerSecurityConte
 		spec.Linux.ReadonlyPaths = r
 	}
 }
+
+// HostSecurity says which security modules this host offers containers.
+type HostSecurity struct {
+	AppArmor bool `json:"apparmor"`
+	SELinux  bool `json:"selinux"`
+	Seccomp  bool `json:"seccomp"`
+}
+
+// DetectHostSecurity reads what the kernel offers. berth confines with
+// seccomp; a profile for a module the host lacks is refused at create.
+func DetectHostSecurity() HostSecurity {
+	_, selinuxErr := os.Stat("/sys/fs/selinux/enforce")
+	status, _ := os.ReadFile("/proc/self/status")
+	return HostSecurity{
+		AppArmor: apparmorEnabled(),
+		SELinux:  selinuxErr == nil,
+		Seccomp:  strings.Contains(string(status), "\nSeccomp:"),
+	}
+}

@@ -212,3 +212,29 @@ func TestReadonlyRootfsAndMaskedPaths(t *testing.T) {
 		t.Fatal("read-only path writable")
 	}
 }
+
+// This host has neither AppArmor nor SELinux: asking for no confinement
+// works, asking for a profile is refused rather than ignored.
+func TestMACProfiles(t *testing.T) {
+	if DetectHostSecurity().AppArmor || DetectHostSecurity().SELinux {
+		t.Skip("the host has AppArmor or SELinux; this test is about hosts without")
+	}
+	e := newEnv(t)
+	p := e.pod(true)
+	ctx := context.Background()
+	ok := e.run(p, withSC(config("unconfined", "sleep", "1000"), &runtimeapi.LinuxContainerSecurityContext{
+		Apparmor: &runtimeapi.SecurityProfile{ProfileType: runtimeapi.SecurityProfile_Unconfined},
+	}))
+	if ok.State != StateRunning {
+		t.Fatalf("unconfined: %s", ok.State)
+	}
+	for name, sc := range map[string]*runtimeapi.LinuxContainerSecurityContext{
+		"apparmor": {Apparmor: &runtimeapi.SecurityProfile{ProfileType: runtimeapi.SecurityProfile_Localhost, LocalhostRef: "my-profile"}},
+		"selinux":  {SelinuxOptions: &runtimeapi.SELinuxOption{Type: "container_t"}},
+	} {
+		_, err := e.mgr.Create(ctx, p.ID, withSC(config(name, "true"), sc))
+		if !errors.Is(err, errdefs.ErrInvalidArgument) || !strings.Contains(err.Error(), "not enabled") {
+			t.Errorf("%s: %v", name, err)
+		}
+	}
+}

@@ -9,6 +9,8 @@ import (
 
 	"github.com/containerd/errdefs"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+
+	"github.com/berth-runtime/berth/container"
 )
 
 // criVersion is the CRI API version berth speaks.
@@ -76,10 +78,13 @@ func (s *Server) verboseInfo() (map[string]string, error) {
 		return nil, fmt.Errorf("encode pod CIDR: %w", err)
 	}
 	driver, _ := json.Marshal(s.opts.CgroupDriver)
+	security, _ := json.Marshal(container.DetectHostSecurity())
 	info := map[string]string{
 		"config":       string(cfg),
 		"podCIDR":      string(cidr),
 		"cgroupDriver": string(driver),
+		// Which security modules containers can be confined with here.
+		"security": string(security),
 	}
 	if s.opts.Streaming != nil {
 		u, _ := json.Marshal(s.opts.Streaming.URL())

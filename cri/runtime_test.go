@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"os"
 	"testing"
 
 	"github.com/containerd/errdefs"
@@ -43,6 +44,13 @@ func TestStatusConditionsAndFeatures(t *testing.T) {
 	var cfg map[string]string
 	if err := json.Unmarshal([]byte(resp.GetInfo()["config"]), &cfg); err != nil || cfg["root"] != "/r" {
 		t.Fatalf("verbose config: %v %v", err, resp.GetInfo())
+	}
+	var sec map[string]bool
+	if err := json.Unmarshal([]byte(resp.GetInfo()["security"]), &sec); err != nil || !sec["seccomp"] {
+		t.Fatalf("verbose security: %v %v", err, resp.GetInfo()["security"])
+	}
+	if _, err := os.Stat("/sys/module/apparmor"); err != nil && sec["apparmor"] {
+		t.Fatal("AppArmor reported on a host without it")
 	}
 	if !resp.GetRuntimeHandlers()[0].GetFeatures().GetRecursiveReadOnlyMounts() || !resp.GetFeatures().GetSupplementalGroupsPolicy() ||
 		!resp.GetRuntimeHandlers()[0].GetFeatures().GetUserNamespaces() || resp.GetFeatures().GetUserNamespacesHostNetwork() {
