@@ -247,12 +247,18 @@ type v5Client struct {
 
 func dialV5(t *testing.T, rawURL string, tlsConfig *tls.Config) (*v5Client, error) {
 	t.Helper()
+	return dialWebSocket(t, rawURL, remotecommand.StreamProtocolV5Name, tlsConfig)
+}
+
+// dialWebSocket opens a remote command WebSocket with one subprotocol.
+func dialWebSocket(t *testing.T, rawURL, protocol string, tlsConfig *tls.Config) (*v5Client, error) {
+	t.Helper()
 	u := strings.Replace(rawURL, "http", "ws", 1)
 	cfg, err := websocket.NewConfig(u, "http://localhost/")
 	if err != nil {
 		t.Fatal(err)
 	}
-	cfg.Protocol = []string{remotecommand.StreamProtocolV5Name}
+	cfg.Protocol = []string{protocol}
 	cfg.TlsConfig = tlsConfig
 	ws, err := websocket.DialConfig(cfg)
 	if err != nil {

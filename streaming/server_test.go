@@ -287,6 +287,25 @@ func TestExecOverWebSocketV5(t *testing.T) {
 	}
 }
 
+// Older WebSocket clients (v1-v4, no CLOSE signal) are cri-streaming's:
+// the exit code still arrives with v4.
+func TestExecOverWebSocketV4(t *testing.T) {
+	cs := &fakeContainers{exec: catExec(9)}
+	s := startServer(t, cs, &fakePods{}, nil)
+	e, err := s.GetExec(&runtimeapi.ExecRequest{ContainerId: "c1", Cmd: []string{"true"}, Stdout: true, Stderr: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := dialWebSocket(t, e.GetUrl(), "v4.channel.k8s.io", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := c.readAll()
+	if string(got[chanStderr]) != "to stderr\n" || status(t, got[chanError]).exitCode() != 9 {
+		t.Fatalf("v4: stderr %q, status %q", got[chanStderr], got[chanError])
+	}
+}
+
 func TestExecResizeReachesTheProcess(t *testing.T) {
 	sizes := make(chan container.TermSize, 4)
 	cs := &fakeContainers{exec: func(ctx context.Context, o container.ExecOptions) (int, error) {
