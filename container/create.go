@@ -124,7 +124,7 @@ func (m *Manager) Create(ctx context.Context, podID string, cfg *runtimeapi.Cont
 	if err := m.save(c); err != nil {
 		return "", err
 	}
-	volumes, err := m.mountImageVolumes(ctx, c, cfg, volImages)
+	volumes, err := m.mountImageVolumes(ctx, c, cfg, volImages, podIDMap(pod))
 	if err != nil {
 		return "", fmt.Errorf("create container %s: %w", id, err)
 	}

@@ -27,6 +27,10 @@ type ImageVolume struct {
 // and the empty lower layer a one-layer image is stacked on.
 const imageVolumesDir = "imagevols"
 
+// idmapDir, under imageVolumesDir, holds the idmapped layer binds an image
+// volume of a pod with a user namespace is stacked on, while it is mounted.
+const idmapDir = "idmap"
+
 // VolumeKey names the image layers an image volume holds, for the image
 // store's use records.
 func VolumeKey(containerID string, index int) string {
@@ -85,7 +89,7 @@ func checkSubPath(sub string) error {
 // bind into the container (the image root or its sub path). Each volume
 // is recorded before its layers are taken, so a remove, or Recover after a
 // crash, releases what a create got as far as.
-func (m *Manager) mountImageVolumes(ctx context.Context, c *Container, cfg *runtimeapi.ContainerConfig, imgs map[int]*ImageConfig) (map[int]string, error) {
+func (m *Manager) mountImageVolumes(ctx context.Context, c *Container, cfg *runtimeapi.ContainerConfig, imgs map[int]*ImageConfig, idmap *rootIDMap) (map[int]string, error) {
 	sources := map[int]string{}
 	for i, mnt := range cfg.GetMounts() {
 		img, ok := imgs[i]
@@ -100,7 +104,7 @@ func (m *Manager) mountImageVolumes(ctx context.Context, c *Container, cfg *runt
 		if err != nil {
 			return nil, fmt.Errorf("image volume %s: image layers: %w", mnt.GetContainerPath(), err)
 		}
-		target, err := mountImageVolume(c.Dir, i, lowers)
+		target, err := mountImageVolume(c.Dir, i, lowers, idmap)
 		if err != nil {
 			return nil, fmt.Errorf("image volume %s: %w", mnt.GetContainerPath(), err)
 		}
@@ -116,8 +120,11 @@ func (m *Manager) mountImageVolumes(ctx context.Context, c *Container, cfg *runt
 // mountImageVolume mounts the layers as a read-only overlay with no upper
 // layer at <dir>/imagevols/<index>. overlayfs wants two lower layers when
 // there is no upper one, so a one-layer image is stacked on an empty
-// directory.
-func mountImageVolume(dir string, index int, lowers []string) (string, error) {
+// directory. With idmap (a pod user namespace) the overlay is stacked on
+// idmapped binds of the layers, as the root is: the kernel cannot idmap
+// the overlay itself, and the image's root-owned files must appear owned by
+// root inside.
+func mountImageVolume(dir string, index int, lowers []string, idmap *rootIDMap) (string, error) {
 	base := filepath.Join(dir, imageVolumesDir)
 	target := filepath.Join(base, strconv.Itoa(index))
 	empty := filepath.Join(base, "empty")
@@ -128,6 +135,16 @@ func mountImageVolume(dir string, index int, lowers []string) (string, error) {
 	}
 	if len(lowers) < 2 {
 		lowers = append(lowers, empty)
+	}
+	if idmap != nil {
+		mapDir := filepath.Join(base, idmapDir)
+		mapped, err := idmapLowers(mapDir, lowers, idmap)
+		if err != nil {
+			return "", err
+		}
+		// The overlay holds its own clones of the layers once mounted.
+		defer func() { _ = unmountLowers(mapDir) }()
+		lowers = mapped
 	}
 	opts := "lowerdir=" + strings.Join(lowers, ":")
 	if len(opts) >= unix.Getpagesize() {
@@ -169,9 +186,11 @@ func unmountImageVolumes(dir string) error {
 	if err != nil {
 		return fmt.Errorf("image volumes: %w", err)
 	}
-	var errs []error
+	// Idmapped layer binds a crash left between their mount and the
+	// overlay's.
+	errs := []error{unmountLowers(filepath.Join(base, idmapDir))}
 	for _, e := range entries {
-		if e.Name() == "empty" {
+		if e.Name() == "empty" || e.Name() == idmapDir {
 			continue
 		}
 		target := filepath.Join(base, e.Name())

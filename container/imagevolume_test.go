@@ -176,3 +176,27 @@ func TestImageVolumeCrashMidCreate(t *testing.T) {
 		t.Errorf("mounts left after recovery: %v", left)
 	}
 }
+
+// TestImageVolumeUserNamespace mounts an image volume into a pod with a
+// user namespace: the image's root-owned files appear owned by root inside,
+// as the root's do, and nothing stays mounted after remove.
+func TestImageVolumeUserNamespace(t *testing.T) {
+	e := newEnv(t)
+	e.letUsernsIn()
+	p := e.usernsPod(runtimeapi.NamespaceMode_CONTAINER)
+	cfg := config("uvol", "sleep", "60")
+	cfg.Mounts = []*runtimeapi.Mount{imageMount("/mnt/data", "data", "etc", true)}
+	c := e.run(p, cfg)
+	if out, code := e.exec(c.ID, "stat", "-c", "%u:%g", "/mnt/data/marker"); code != 0 || strings.TrimSpace(out) != "0:0" {
+		t.Errorf("image volume file owner inside: %q (exit %d), want 0:0", out, code)
+	}
+	if out, code := e.exec(c.ID, "cat", "/mnt/data/base"); code != 0 || out != "base layer\n" {
+		t.Errorf("read the image volume: %q (exit %d)", out, code)
+	}
+	if err := e.mgr.Remove(context.Background(), c.ID); err != nil {
+		t.Fatal(err)
+	}
+	if left := mountsUnder(t, c.Dir); len(left) != 0 {
+		t.Errorf("mounts left after remove: %v", left)
+	}
+}
