@@ -18,10 +18,14 @@ CNI_PLUGINS := main/bridge main/loopback ipam/host-local meta/portmap
 
 all: build
 
-build: $(BIN)/shim $(BIN)/berth-monitor cni-plugins
+build: $(BIN)/shim $(BIN)/berth-runc $(BIN)/berth-monitor cni-plugins
 
 $(BIN)/shim: FORCE
 	$(GO) build $(GOFLAGS_BUILD) -o $@ ./cmd/shim
+
+# The libcontainer helper: starts containers, runs exec'd processes.
+$(BIN)/berth-runc: FORCE
+	$(GO) build $(GOFLAGS_BUILD) -o $@ ./cmd/berth-runc
 
 # The per-container monitor: a binary of its own, small and static (no cgo,
 # no libcontainer), beside the shim.

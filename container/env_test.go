@@ -56,6 +56,9 @@ func TestMain(m *testing.M) {
 	if len(os.Args) > 1 && os.Args[1] == launch.Subcommand {
 		os.Exit(launch.Main(os.Args[2:]))
 	}
+	if len(os.Args) > 1 && os.Args[1] == launch.ExecSubcommand {
+		os.Exit(launch.ExecMain(os.Args[2:]))
+	}
 	os.Exit(func() int {
 		if os.Geteuid() != 0 {
 			fmt.Println("container tests need root")
@@ -247,7 +250,9 @@ func (e *env) open() {
 	if err != nil {
 		e.t.Fatal(err)
 	}
-	mgr, err := New(Options{Root: e.root, State: e.state, Store: store, Pods: pods, Images: e.images, MonitorBinary: monitorBinary, CgroupDriver: "cgroupfs", Logger: e.log})
+	// The test binary is berth-runc too (TestMain).
+	mgr, err := New(Options{Root: e.root, State: e.state, Store: store, Pods: pods, Images: e.images,
+		MonitorBinary: monitorBinary, Helper: []string{os.Args[0]}, CgroupDriver: "cgroupfs", Logger: e.log})
 	if err != nil {
 		e.t.Fatal(err)
 	}

@@ -6,15 +6,15 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
-	"syscall"
 	"time"
 
 	"github.com/containerd/errdefs"
-	"github.com/opencontainers/runc/libcontainer"
 	"github.com/opencontainers/runc/libcontainer/utils"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"golang.org/x/sys/unix"
@@ -88,31 +88,29 @@ func (m *Manager) Exec(ctx context.Context, idOrPrefix string, o ExecOptions) (i
 	if c.State != StateRunning {
 		return 0, fmt.Errorf("exec in container %s: it is %s, not running: %w", c.ID, c.State, errFailedPrecondition)
 	}
-	lc, err := libcontainer.Load(m.runcRoot, c.ID)
-	if err != nil {
-		return 0, fmt.Errorf("exec in container %s: %v: %w", c.ID, err, errFailedPrecondition)
+	// The process is started by berth-runc, not by this daemon: see
+	// launch.ExecSubcommand for why.
+	tty := "0"
+	if o.TTY {
+		tty = "1"
 	}
-	spec, err := readSpec(c.Bundle)
+	cmd := exec.Command(m.opts.Helper[0], append(append(slices.Clone(m.opts.Helper[1:]), launch.ExecSubcommand, m.runcRoot, c.ID, c.Bundle, tty), o.Cmd...)...)
+	statusR, statusW, err := os.Pipe()
 	if err != nil {
-		return 0, fmt.Errorf("exec in container %s: %w", c.ID, err)
+		return 0, err
 	}
-	p := launch.ProcessFromSpec(spec.Process)
-	p.Args = o.Cmd
-	p.Init = false
-	p.ConsoleWidth, p.ConsoleHeight = 0, 0
-
 	var (
 		copies    sync.WaitGroup
-		closers   []io.Closer
-		childEnds []*os.File
+		closers   = []io.Closer{statusR}
+		childEnds = []*os.File{statusW}
 		console   *os.File
 	)
-	closeAll := func() {
+	defer func() {
 		for _, c := range closers {
 			c.Close()
 		}
-	}
-	defer closeAll()
+	}()
+	cmd.ExtraFiles = []*os.File{statusW}
 	if o.TTY {
 		parent, child, err := utils.NewSockPair("console")
 		if err != nil {
@@ -120,7 +118,7 @@ func (m *Manager) Exec(ctx context.Context, idOrPrefix string, o ExecOptions) (i
 		}
 		closers = append(closers, parent)
 		childEnds = append(childEnds, child)
-		p.ConsoleSocket = child
+		cmd.ExtraFiles = append(cmd.ExtraFiles, child)
 		console = parent // the pty master arrives on it once the process starts
 	} else {
 		pipeOut := func(w io.Writer) (*os.File, error) {
@@ -137,10 +135,10 @@ func (m *Manager) Exec(ctx context.Context, idOrPrefix string, o ExecOptions) (i
 			go func() { defer copies.Done(); _, _ = io.Copy(w, r) }()
 			return wr, nil
 		}
-		if p.Stdout, err = pipeOut(o.Stdout); err != nil {
+		if cmd.Stdout, err = pipeOut(o.Stdout); err != nil {
 			return 0, err
 		}
-		if p.Stderr, err = pipeOut(o.Stderr); err != nil {
+		if cmd.Stderr, err = pipeOut(o.Stderr); err != nil {
 			return 0, err
 		}
 		if o.Stdin != nil {
@@ -150,30 +148,42 @@ func (m *Manager) Exec(ctx context.Context, idOrPrefix string, o ExecOptions) (i
 			}
 			closers = append(closers, w)
 			childEnds = append(childEnds, r)
-			p.Stdin = r
+			cmd.Stdin = r
 			go func() { _, _ = io.Copy(w, o.Stdin); w.Close() }()
 		}
 	}
-
-	err = lc.Run(p)
+	err = cmd.Start()
 	for _, f := range childEnds {
 		f.Close()
 	}
 	if err != nil {
-		if code, msg, ok := execFailure(err); ok {
+		return 0, fmt.Errorf("exec in container %s: start %s: %w", c.ID, m.opts.Helper[0], err)
+	}
+	// The helper is reaped whatever happens below.
+	helperDone := make(chan struct{})
+	go func() { _ = cmd.Wait(); close(helperDone) }()
+	statuses := json.NewDecoder(statusR)
+	var started launch.ExecStatus
+	if err := statuses.Decode(&started); err != nil {
+		<-helperDone
+		return 0, fmt.Errorf("exec in container %s: the exec helper died: %w", c.ID, err)
+	}
+	if started.Error != "" {
+		<-helperDone
+		if code, msg, ok := execFailure(started.Error); ok {
 			if o.Stderr != nil {
 				_, _ = io.WriteString(o.Stderr, msg+"\n")
 			}
 			return code, nil
 		}
-		return 0, fmt.Errorf("exec in container %s: %w", c.ID, err)
+		return 0, fmt.Errorf("exec in container %s: %s", c.ID, started.Error)
 	}
-	pid, _ := p.Pid()
+	pid := started.Pid
 	if o.TTY {
 		master, err := monitor.RecvFd(console)
 		if err != nil {
-			_ = p.Signal(unix.SIGKILL)
-			_, _ = p.Wait()
+			killTree(pid)
+			<-helperDone
 			return 0, fmt.Errorf("exec in container %s: console: %w", c.ID, err)
 		}
 		closers = append(closers, master)
@@ -201,26 +211,28 @@ func (m *Manager) Exec(ctx context.Context, idOrPrefix string, o ExecOptions) (i
 		}
 	}
 
-	waited := make(chan *os.ProcessState, 1)
+	exited := make(chan launch.ExecStatus, 1)
 	go func() {
-		st, _ := p.Wait()
-		waited <- st
+		var st launch.ExecStatus
+		_ = statuses.Decode(&st)
+		exited <- st
 	}()
-	var st *os.ProcessState
+	var st launch.ExecStatus
 	select {
-	case st = <-waited:
+	case st = <-exited:
 	case <-ctx.Done():
 		killTree(pid)
-		<-waited // reaped: no zombie stays behind
+		<-exited
+		<-helperDone
 		drainOrClose(&copies, closers)
 		return 0, fmt.Errorf("exec in container %s: command %q timed out: %w", c.ID, strings.Join(o.Cmd, " "), ctx.Err())
 	}
+	<-helperDone
 	drainOrClose(&copies, closers)
-	if st == nil {
+	if st.Exit == nil {
 		return 0, fmt.Errorf("exec in container %s: lost the process", c.ID)
 	}
-	ws, _ := st.Sys().(syscall.WaitStatus)
-	return utils.ExitStatus(unix.WaitStatus(ws)), nil
+	return *st.Exit, nil
 }
 
 // drainOrClose waits for output copies to end, closing the read ends when a
@@ -240,8 +252,7 @@ func drainOrClose(copies *sync.WaitGroup, closers []io.Closer) {
 
 // execFailure turns "the process could not be started" into an exit code,
 // as a shell would: 127 for a missing command, 126 otherwise.
-func execFailure(err error) (int, string, bool) {
-	msg := err.Error()
+func execFailure(msg string) (int, string, bool) {
 	switch {
 	case strings.Contains(msg, "executable file not found"), strings.Contains(msg, "no such file or directory"):
 		return 127, msg, true

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"slices"
 	"syscall"
 	"time"
 
@@ -13,6 +14,7 @@ import (
 
 	"github.com/berth-runtime/berth/events"
 	"github.com/berth-runtime/berth/monitor"
+	"github.com/berth-runtime/berth/monitor/launch"
 )
 
 // startTimeout bounds how long a monitor may take to create and start its
@@ -51,7 +53,10 @@ func (m *Manager) Start(ctx context.Context, idOrPrefix string) error {
 	}
 	sctx, cancel := context.WithTimeout(ctx, startTimeout)
 	defer cancel()
-	handle, pid, err := monitor.Spawn(sctx, m.opts.Launcher, m.opts.MonitorBinary, c.Bundle, monitor.Options{
+	// Taken before the spawn: a process that exits at once may finish
+	// before Spawn returns, and must not finish before it started.
+	startedAt := time.Now()
+	handle, pid, err := monitor.Spawn(sctx, append(slices.Clone(m.opts.Helper), launch.Subcommand), m.opts.MonitorBinary, c.Bundle, monitor.Options{
 		ID: c.ID, RuncRoot: m.runcRoot, LogPath: c.LogPath,
 		Stdin: cfg.GetStdin(), StdinOnce: cfg.GetStdinOnce(), TTY: cfg.GetTty(),
 		SystemdCgroup: m.opts.CgroupDriver == "systemd",
@@ -65,7 +70,7 @@ func (m *Manager) Start(ctx context.Context, idOrPrefix string) error {
 		}
 		return fmt.Errorf("start container %s: %w", c.ID, err)
 	}
-	c.State, c.Pid, c.Monitor, c.StartedAt = StateRunning, pid, handle, time.Now()
+	c.State, c.Pid, c.Monitor, c.StartedAt = StateRunning, pid, handle, startedAt
 	exited := make(chan struct{})
 	m.mu.Lock()
 	m.exited[c.ID] = exited

@@ -15,7 +15,6 @@ import (
 	"sync"
 
 	"github.com/berth-runtime/berth/events"
-	"github.com/berth-runtime/berth/monitor/launch"
 	"github.com/berth-runtime/berth/sandbox"
 	"github.com/berth-runtime/berth/state"
 )
@@ -48,10 +47,11 @@ type Options struct {
 	Store  *state.Store
 	Pods   Pods
 	Images Images
-	// Launcher is the command that starts a container and becomes its
-	// monitor (berth's binary with launch.Subcommand); empty means this
-	// executable's.
-	Launcher []string
+	// Helper is the command of berth-runc, the small libcontainer binary
+	// that starts containers (launch.Subcommand, then it becomes the
+	// monitor) and runs processes in them (launch.ExecSubcommand). Empty
+	// means berth-runc beside this executable.
+	Helper []string
 	// MonitorBinary is berth-monitor, which the launcher becomes.
 	MonitorBinary string
 	// CgroupDriver is "cgroupfs" or "systemd".
@@ -63,6 +63,9 @@ type Options struct {
 	Events *events.Broadcaster
 	Logger *slog.Logger
 }
+
+// HelperBinaryName is berth-runc, installed beside bin/shim.
+const HelperBinaryName = "berth-runc"
 
 // Manager owns every container.
 type Manager struct {
@@ -93,12 +96,12 @@ func New(opts Options) (*Manager, error) {
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
 	}
-	if len(opts.Launcher) == 0 {
+	if len(opts.Helper) == 0 {
 		exe, err := os.Executable()
 		if err != nil {
 			return nil, fmt.Errorf("container manager: find own executable: %w", err)
 		}
-		opts.Launcher = []string{exe, launch.Subcommand}
+		opts.Helper = []string{filepath.Join(filepath.Dir(exe), HelperBinaryName)}
 	}
 	if opts.Events == nil {
 		opts.Events = events.New()

@@ -51,9 +51,10 @@ type Options struct {
 	Logger  *slog.Logger
 	// Register adds further gRPC services beside the CRI ones.
 	Register func(*grpc.Server)
-	// MonitorBinary is the berth-monitor executable; empty means the one
-	// beside this executable.
+	// MonitorBinary is the berth-monitor executable and Helper the
+	// berth-runc command; empty means the ones beside this executable.
 	MonitorBinary string
+	Helper        []string
 	// BeforeReady runs after recovery and before the server opens; tests
 	// use it to hold the daemon in its recovering state.
 	BeforeReady func(ctx context.Context) error
@@ -139,11 +140,18 @@ func Start(ctx context.Context, cfg *config.Config, opts Options) (d *Daemon, re
 	if err != nil {
 		return nil, err
 	}
-	monitorBinary := opts.MonitorBinary
+	monitorBinary, helper := opts.MonitorBinary, opts.Helper
 	if monitorBinary == "" {
-		if monitorBinary, err = monitorBinaryPath(); err != nil {
+		if monitorBinary, err = besideExecutable(MonitorBinaryName); err != nil {
 			return nil, err
 		}
+	}
+	if len(helper) == 0 {
+		h, err := besideExecutable(container.HelperBinaryName)
+		if err != nil {
+			return nil, err
+		}
+		helper = []string{h}
 	}
 	containers, err := container.New(container.Options{
 		Root:          cfg.Root,
@@ -152,6 +160,7 @@ func Start(ctx context.Context, cfg *config.Config, opts Options) (d *Daemon, re
 		Pods:          sandboxes,
 		Images:        containerImages{imageStore},
 		MonitorBinary: monitorBinary,
+		Helper:        helper,
 		CgroupDriver:  cfg.CgroupDriver(),
 		CDISpecDirs:   cfg.CDI.SpecDirs,
 		Events:        lifecycle,
@@ -354,14 +363,15 @@ func registries(cfg *config.Config) map[string]images.RegistryConfig {
 // MonitorBinaryName is the container monitor, installed beside bin/shim.
 const MonitorBinaryName = "berth-monitor"
 
-func monitorBinaryPath() (string, error) {
+// besideExecutable finds one of berth's binaries next to this one.
+func besideExecutable(name string) (string, error) {
 	exe, err := os.Executable()
 	if err != nil {
 		return "", fmt.Errorf("find own executable: %w", err)
 	}
-	p := filepath.Join(filepath.Dir(exe), MonitorBinaryName)
+	p := filepath.Join(filepath.Dir(exe), name)
 	if _, err := os.Stat(p); err != nil {
-		return "", fmt.Errorf("container monitor: %w (build it with `make build`)", err)
+		return "", fmt.Errorf("%s: %w (build it with `make build`)", name, err)
 	}
 	return p, nil
 }

@@ -22,7 +22,7 @@ import (
 	"github.com/berth-runtime/berth/config"
 )
 
-var monitorBinary string
+var monitorBinary, helperBinary string
 
 func TestMain(m *testing.M) {
 	os.Exit(func() int {
@@ -38,6 +38,11 @@ func TestMain(m *testing.M) {
 			fmt.Printf("build monitor: %v\n%s", err, out)
 			return 1
 		}
+		helperBinary = filepath.Join(dir, "berth-runc")
+		if out, err := exec.Command("go", "build", "-tags", "seccomp", "-o", helperBinary, "../cmd/berth-runc").CombinedOutput(); err != nil {
+			fmt.Printf("build berth-runc: %v\n%s", err, out)
+			return 1
+		}
 		return m.Run()
 	}())
 }
@@ -45,6 +50,7 @@ func TestMain(m *testing.M) {
 // start starts a daemon with the test's monitor binary.
 func start(cfg *config.Config, opts Options) (*Daemon, error) {
 	opts.MonitorBinary = monitorBinary
+	opts.Helper = []string{helperBinary}
 	return Start(context.Background(), cfg, opts)
 }
 

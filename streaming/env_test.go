@@ -50,6 +50,9 @@ func TestMain(m *testing.M) {
 	if len(os.Args) > 1 && os.Args[1] == sandbox.InfraSubcommand {
 		os.Exit(sandbox.PodInit())
 	}
+	if len(os.Args) > 1 && os.Args[1] == launch.ExecSubcommand {
+		os.Exit(launch.ExecMain(os.Args[2:]))
+	}
 	if len(os.Args) > 1 && os.Args[1] == launch.Subcommand {
 		os.Exit(launch.Main(os.Args[2:]))
 	}
@@ -166,7 +169,7 @@ func (e *env) open() {
 	if err != nil {
 		e.t.Fatal(err)
 	}
-	mgr, err := container.New(container.Options{Root: root, State: st, Store: store, Pods: pods, Images: e.images, MonitorBinary: monitorBinary, CgroupDriver: "cgroupfs", Logger: log})
+	mgr, err := container.New(container.Options{Root: root, State: st, Store: store, Pods: pods, Images: e.images, MonitorBinary: monitorBinary, Helper: []string{os.Args[0]}, CgroupDriver: "cgroupfs", Logger: log})
 	if err != nil {
 		e.t.Fatal(err)
 	}

@@ -10,7 +10,6 @@ import (
 	"os"
 
 	"github.com/berth-runtime/berth/config"
-	"github.com/berth-runtime/berth/monitor/launch"
 	"github.com/berth-runtime/berth/sandbox"
 )
 
@@ -37,10 +36,6 @@ func main() {
 		// Hidden: PID 1 of a pod's shared PID namespace, started by the
 		// daemon (sandbox/infra.go).
 		os.Exit(sandbox.PodInit())
-	case launch.Subcommand:
-		// Hidden: starts one container, then becomes its berth-monitor
-		// (monitor/launch).
-		os.Exit(launch.Main(args))
 	default:
 		usage()
 		err = fmt.Errorf("unknown command %q", cmd)
