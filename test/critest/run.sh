@@ -146,6 +146,12 @@ cgroup_dirs() {
 	{ find /sys/fs/cgroup/*/berth /sys/fs/cgroup/berth -mindepth 1 -type d 2>/dev/null || true; } | sort
 }
 
+# ip_allocations: host-local's allocation records (one file per IP), where
+# berth's default network keeps them: host-local's usual directory.
+ip_allocations() {
+	{ find /var/lib/cni/networks -mindepth 2 -maxdepth 2 -type f ! -name 'last_reserved_ip*' ! -name lock 2>/dev/null || true; } | sort
+}
+
 # check_leaks: after the suite, nothing critest made may be left: pods and
 # containers (asked of berth while it runs), then, once berth has stopped,
 # processes, mounts (pinned namespaces, overlay roots, /dev/shm), veths on
@@ -173,8 +179,8 @@ check_leaks_stopped() {
 	[[ -n ${out// /} ]] && LEAKS+=("veths left on berth0: $out")
 	out=$(comm -13 <(echo "$CGROUPS_BEFORE") <(cgroup_dirs) | head -5) || true
 	[[ -n $out ]] && LEAKS+=("cgroups left: $(echo "$out" | tr '\n' ' ')")
-	out=$(find "$TMP/root/cni/networks" -type f ! -name 'last_reserved_ip*' ! -name lock 2>/dev/null | head -5) || true
-	[[ -n $out ]] && LEAKS+=("IP allocations left: $(echo "$out" | xargs -r -n1 basename | tr '\n' ' ')")
+	out=$(comm -13 <(echo "$IPS_BEFORE") <(ip_allocations) | head -5) || true
+	[[ -n $out ]] && LEAKS+=("IP allocations left: $(echo "$out" | tr '\n' ' ')")
 	return 0
 }
 
@@ -224,6 +230,7 @@ TMP=$(mktemp -d "${TMPDIR:-/tmp}/berth-critest.XXXXXX")
 # user namespace (its root is not the host's) must be able to reach its rootfs.
 chmod 711 "$TMP"
 CGROUPS_BEFORE=$(cgroup_dirs)
+IPS_BEFORE=$(ip_allocations)
 BRIDGE_EXISTED=0
 ip link show berth0 >/dev/null 2>&1 && BRIDGE_EXISTED=1
 mkdir -p "$TMP/registry" "$TMP/critest-tmp"
