@@ -175,3 +175,24 @@ func TestUserNamespaceSharedPID(t *testing.T) {
 		t.Fatalf("mounts left: %v", left)
 	}
 }
+
+// TestUserNamespaceSurvivesRestart: a new daemon over the same state finds
+// the pod's pinned user namespace and its running container, execs in it,
+// and still tears everything down.
+func TestUserNamespaceSurvivesRestart(t *testing.T) {
+	e := newEnv(t)
+	e.letUsernsIn()
+	p := e.usernsPod(runtimeapi.NamespaceMode_CONTAINER)
+	c := e.run(p, config("r", "sleep", "1000"))
+	e.open()
+	if got, err := e.pods.Get(p.ID); err != nil || got.State != sandbox.StateReady || got.UserNS != p.UserNS {
+		t.Fatalf("pod after restart: %+v %v", got, err)
+	}
+	if out, _ := e.exec(c.ID, "cat", "/proc/self/uid_map"); !strings.Contains(out, fmt.Sprint(usernsHost)) {
+		t.Fatalf("uid_map after restart: %q", out)
+	}
+	e.cleanup()
+	if left := mountsUnder(t, e.base); len(left) > 0 {
+		t.Fatalf("mounts left: %v", left)
+	}
+}
