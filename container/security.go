@@ -179,7 +179,9 @@ func setUser(spec *specs.Spec, in specInput) error {
 	uid, gid := uint32(eu.Uid), uint32(eu.Gid)
 	var gids []uint32
 	// Merge (the default policy): the groups the image gives the user.
-	if in.podCfg.GetLinux().GetSecurityContext().GetSupplementalGroupsPolicy() != runtimeapi.SupplementalGroupsPolicy_Strict {
+	strict := sc.GetSupplementalGroupsPolicy() == runtimeapi.SupplementalGroupsPolicy_Strict ||
+		in.podCfg.GetLinux().GetSecurityContext().GetSupplementalGroupsPolicy() == runtimeapi.SupplementalGroupsPolicy_Strict
+	if !strict {
 		for _, g := range eu.Sgids {
 			gids = appendUnique(gids, uint32(g))
 		}

@@ -169,6 +169,21 @@ func TestUsersAndGroups(t *testing.T) {
 	if got := id(named); !strings.HasPrefix(got, "uid=33(www-data) gid=33(www-data)") {
 		t.Fatalf("run_as_username: %s", got)
 	}
+	// Merge (the default) adds the groups the image's /etc/group gives the
+	// user; Strict only the ones asked for.
+	merge := e.run(p, withSC(config("merge", "sleep", "1000"), &runtimeapi.LinuxContainerSecurityContext{
+		RunAsUsername: "www-data", SupplementalGroups: []int64{1234},
+	}))
+	if out, _ := e.exec(merge.ID, "id", "-G"); strings.TrimSpace(out) != "33 1234 50000" {
+		t.Fatalf("Merge groups: %q", out)
+	}
+	strict := e.run(p, withSC(config("strict", "sleep", "1000"), &runtimeapi.LinuxContainerSecurityContext{
+		RunAsUsername: "www-data", SupplementalGroups: []int64{1234},
+		SupplementalGroupsPolicy: runtimeapi.SupplementalGroupsPolicy_Strict,
+	}))
+	if out, _ := e.exec(strict.ID, "id", "-G"); strings.TrimSpace(out) != "33 1234" {
+		t.Fatalf("Strict groups: %q", out)
+	}
 	ctx := context.Background()
 	for name, sc := range map[string]*runtimeapi.LinuxContainerSecurityContext{
 		"unknown name":      {RunAsUsername: "nobody-here"},

@@ -61,6 +61,10 @@ func Spawn(ctx context.Context, launcher []string, monitorBinary, bundle string,
 	if err != nil {
 		return Handle{}, 0, fmt.Errorf("start monitor: %w", err)
 	}
+	// Read before anything reaps it: a container that exits at once takes
+	// its monitor with it. execve keeps the start time, so it is the
+	// monitor's too.
+	startTime, startErr := processStartTime(cmd.Process.Pid)
 	// Reap the monitor when it exits while this daemon lives; after a daemon
 	// restart the host's init does.
 	waited := make(chan struct{})
@@ -93,11 +97,10 @@ func Spawn(ctx context.Context, launcher []string, monitorBinary, bundle string,
 		}
 		return Handle{}, 0, r.err
 	}
-	start, err := processStartTime(cmd.Process.Pid)
-	if err != nil {
-		return Handle{}, 0, fmt.Errorf("monitor start time: %w", err)
+	if startErr != nil {
+		return Handle{}, 0, fmt.Errorf("monitor start time: %w", startErr)
 	}
-	return Handle{Pid: cmd.Process.Pid, StartTime: start}, r.s.Pid, nil
+	return Handle{Pid: cmd.Process.Pid, StartTime: startTime}, r.s.Pid, nil
 }
 
 func logTail(path string) string {

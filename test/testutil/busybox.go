@@ -65,7 +65,8 @@ func BusyboxRootfs(dir string) error {
 	}
 	etc := map[string]string{
 		"passwd": "root:x:0:0:root:/root:/bin/sh\ndaemon:x:1:1:daemon:/usr/sbin:/bin/false\nwww-data:x:33:33:www-data:/var/www:/bin/false\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\n",
-		"group":  "root:x:0:\ndaemon:x:1:\nwww-data:x:33:\nnogroup:x:65534:\n",
+		// www-data is also in a group of the image's own (for Merge tests).
+		"group": "root:x:0:\ndaemon:x:1:\nwww-data:x:33:\nimage-group:x:50000:www-data\nnogroup:x:65534:\n",
 	}
 	for name, body := range etc {
 		if err := os.WriteFile(filepath.Join(dir, "etc", name), []byte(body), 0o644); err != nil {
