@@ -30,6 +30,9 @@ func (e *env) usernsPod(pid runtimeapi.NamespaceMode) *sandbox.Pod {
 		LogDirectory: filepath.Join(e.base, "logs", fmt.Sprint(seq)),
 		Linux: &runtimeapi.LinuxPodSandboxConfig{
 			CgroupParent: testCgroup,
+			// Written by the daemon into namespaces the pod's user
+			// namespace owns.
+			Sysctls: map[string]string{"net.ipv4.ip_unprivileged_port_start": "80", "kernel.shm_rmid_forced": "1"},
 			SecurityContext: &runtimeapi.LinuxSandboxSecurityContext{
 				NamespaceOptions: &runtimeapi.NamespaceOption{
 					Pid:           pid,
@@ -130,6 +133,9 @@ func TestUserNamespacePod(t *testing.T) {
 	host, _ := os.Readlink("/proc/self/ns/user")
 	if strings.TrimSpace(ns1) == host {
 		t.Fatal("container is in the host's user namespace")
+	}
+	if out, _ := e.exec(c.ID, "cat", "/proc/sys/net/ipv4/ip_unprivileged_port_start", "/proc/sys/kernel/shm_rmid_forced"); strings.Join(strings.Fields(out), " ") != "80 1" {
+		t.Fatalf("pod sysctls inside: %q", out)
 	}
 	if out, _ := e.exec(c.ID, "hostname"); strings.TrimSpace(out) != p.Hostname {
 		t.Fatalf("hostname %q, want %q", out, p.Hostname)

@@ -113,7 +113,11 @@ func (m *Manager) Run(ctx context.Context, cfg *runtimeapi.PodSandboxConfig, han
 	}
 
 	mark("apply sysctls")
-	if err := applySysctls(sysctls, p.NetNS, p.IPCNS); err != nil {
+	rootUID := -1
+	if len(p.UIDMappings) > 0 {
+		rootUID = int(p.UIDMappings[0].HostID)
+	}
+	if err := applySysctls(sysctls, p.NetNS, p.IPCNS, rootUID); err != nil {
 		return "", err
 	}
 

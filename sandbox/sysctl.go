@@ -9,6 +9,7 @@ import (
 	"strings"
 
 	"github.com/containerd/errdefs"
+	"golang.org/x/sys/unix"
 )
 
 // normalizeSysctl accepts both spellings kubelet allows ("net.ipv4.ip_forward"
@@ -61,7 +62,17 @@ func validateSysctls(sysctls map[string]string, hostNetwork, hostIPC bool) error
 // and IPC namespaces: /proc/sys resolves net.* and IPC entries against the
 // writing thread's namespaces. A sysctl the kernel does not know is
 // InvalidArgument, naming it.
-func applySysctls(sysctls map[string]string, netns, ipcns string) error {
+//
+// rootUID is the host uid of the pod's root when the pod has a user
+// namespace, else -1. The kernel lets only that uid write the IPC sysctls
+// of an IPC namespace the user namespace owns (ipc_permissions gives
+// everyone else, the host's root included, the "other" bits: read-only),
+// while net.* ones need CAP_NET_ADMIN over the network namespace, which
+// only uid 0 holds here. So the thread switches its effective uid per
+// sysctl (its saved uid stays 0, so it can switch back, and regains its
+// capabilities when it does). The thread is discarded after (see
+// inNamespaces), and the raw syscall changes that thread alone.
+func applySysctls(sysctls map[string]string, netns, ipcns string, rootUID int) error {
 	if len(sysctls) == 0 {
 		return nil
 	}
@@ -73,6 +84,15 @@ func applySysctls(sysctls map[string]string, netns, ipcns string) error {
 	return inNamespaces(map[string]string{nsNet.name: netns, nsIPC.name: ipcns}, func() error {
 		for _, raw := range names {
 			name := normalizeSysctl(raw)
+			if rootUID >= 0 {
+				euid := 0
+				if sysctlNamespace(name) == nsIPC.name {
+					euid = rootUID
+				}
+				if _, _, errno := unix.RawSyscall(unix.SYS_SETRESUID, ^uintptr(0), uintptr(euid), ^uintptr(0)); errno != 0 {
+					return fmt.Errorf("sysctl %q: switch to uid %d: %w", raw, euid, errno)
+				}
+			}
 			path := filepath.Join("/proc/sys", strings.ReplaceAll(name, ".", "/"))
 			f, err := os.OpenFile(path, os.O_WRONLY|os.O_TRUNC, 0)
 			if errors.Is(err, os.ErrNotExist) {
