@@ -15,17 +15,8 @@ import (
 // bin/shim, as kubelet calls it: ExecSync of `true` in a running container,
 // over the CRI socket.
 func BenchmarkIntegrationExecSync(b *testing.B) {
-	reg := startRegistry(b, "busybox")
-	image := reg + "/e2e-test-images/busybox:1.29-2"
-	dir := b.TempDir()
-	d := startDaemonWithConfig(b, dir, restartConfig(b, dir))
+	d, dir, ctr := benchDaemon(b, "probe")
 	defer d.stop(b)
-	d.must(b, "pull", image)
-	ctr := writeJSON(b, filepath.Join(dir, "c.json"), map[string]any{
-		"metadata": map[string]any{"name": "probe"},
-		"image":    map[string]any{"image": image},
-		"command":  []string{"sleep", "100000"},
-	})
 	pod := writeJSON(b, filepath.Join(dir, "p.json"), map[string]any{
 		"metadata": map[string]any{"name": "probe", "namespace": "bench", "uid": "probe"},
 		"linux":    map[string]any{},

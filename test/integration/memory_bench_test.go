@@ -52,17 +52,8 @@ func BenchmarkIntegrationMemory100Pods(b *testing.B) {
 }
 
 func memoryRun(b *testing.B, pods int) {
-	reg := startRegistry(b, "busybox")
-	image := reg + "/e2e-test-images/busybox:1.29-2"
-	dir := b.TempDir()
-	d := startDaemonWithConfig(b, dir, restartConfig(b, dir))
+	d, dir, ctr := benchDaemon(b, "sleeper")
 	defer d.stop(b)
-	d.must(b, "pull", image)
-	ctr := writeJSON(b, filepath.Join(dir, "c.json"), map[string]any{
-		"metadata": map[string]any{"name": "sleeper"},
-		"image":    map[string]any{"image": image},
-		"command":  []string{"sleep", "100000"},
-	})
 	for i := range pods {
 		pod := writeJSON(b, filepath.Join(dir, fmt.Sprintf("p%d.json", i)), map[string]any{
 			"metadata": map[string]any{"name": fmt.Sprintf("mem%d", i), "namespace": "bench", "uid": fmt.Sprintf("mem-%d", i)},
