@@ -6,15 +6,15 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"os/exec"
 	"path/filepath"
-	"slices"
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/containerd/errdefs"
+	"github.com/opencontainers/runc/libcontainer"
 	"github.com/opencontainers/runc/libcontainer/utils"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"golang.org/x/sys/unix"
@@ -88,29 +88,31 @@ func (m *Manager) Exec(ctx context.Context, idOrPrefix string, o ExecOptions) (i
 	if c.State != StateRunning {
 		return 0, fmt.Errorf("exec in container %s: it is %s, not running: %w", c.ID, c.State, errFailedPrecondition)
 	}
-	// The process is started by berth-runc, not by this daemon: see
-	// launch.ExecSubcommand for why.
-	tty := "0"
-	if o.TTY {
-		tty = "1"
-	}
-	cmd := exec.Command(m.opts.Helper[0], append(append(slices.Clone(m.opts.Helper[1:]), launch.ExecSubcommand, m.runcRoot, c.ID, c.Bundle, tty), o.Cmd...)...)
-	statusR, statusW, err := os.Pipe()
+	lc, err := libcontainer.Load(m.runcRoot, c.ID)
 	if err != nil {
-		return 0, err
+		return 0, fmt.Errorf("exec in container %s: %v: %w", c.ID, err, errFailedPrecondition)
 	}
+	spec, err := readSpec(c.Bundle)
+	if err != nil {
+		return 0, fmt.Errorf("exec in container %s: %w", c.ID, err)
+	}
+	p := launch.ProcessFromSpec(spec.Process)
+	p.Args = o.Cmd
+	p.Init = false
+	p.ConsoleWidth, p.ConsoleHeight = 0, 0
+
 	var (
 		copies    sync.WaitGroup
-		closers   = []io.Closer{statusR}
-		childEnds = []*os.File{statusW}
+		closers   []io.Closer
+		childEnds []*os.File
 		console   *os.File
 	)
-	defer func() {
+	closeAll := func() {
 		for _, c := range closers {
 			c.Close()
 		}
-	}()
-	cmd.ExtraFiles = []*os.File{statusW}
+	}
+	defer closeAll()
 	if o.TTY {
 		parent, child, err := utils.NewSockPair("console")
 		if err != nil {
@@ -118,7 +120,7 @@ func (m *Manager) Exec(ctx context.Context, idOrPrefix string, o ExecOptions) (i
 		}
 		closers = append(closers, parent)
 		childEnds = append(childEnds, child)
-		cmd.ExtraFiles = append(cmd.ExtraFiles, child)
+		p.ConsoleSocket = child
 		console = parent // the pty master arrives on it once the process starts
 	} else {
 		pipeOut := func(w io.Writer) (*os.File, error) {
@@ -135,10 +137,10 @@ func (m *Manager) Exec(ctx context.Context, idOrPrefix string, o ExecOptions) (i
 			go func() { defer copies.Done(); _, _ = io.Copy(w, r) }()
 			return wr, nil
 		}
-		if cmd.Stdout, err = pipeOut(o.Stdout); err != nil {
+		if p.Stdout, err = pipeOut(o.Stdout); err != nil {
 			return 0, err
 		}
-		if cmd.Stderr, err = pipeOut(o.Stderr); err != nil {
+		if p.Stderr, err = pipeOut(o.Stderr); err != nil {
 			return 0, err
 		}
 		if o.Stdin != nil {
@@ -148,42 +150,30 @@ func (m *Manager) Exec(ctx context.Context, idOrPrefix string, o ExecOptions) (i
 			}
 			closers = append(closers, w)
 			childEnds = append(childEnds, r)
-			cmd.Stdin = r
+			p.Stdin = r
 			go func() { _, _ = io.Copy(w, o.Stdin); w.Close() }()
 		}
 	}
-	err = cmd.Start()
+
+	err = lc.Run(p)
 	for _, f := range childEnds {
 		f.Close()
 	}
 	if err != nil {
-		return 0, fmt.Errorf("exec in container %s: start %s: %w", c.ID, m.opts.Helper[0], err)
-	}
-	// The helper is reaped whatever happens below.
-	helperDone := make(chan struct{})
-	go func() { _ = cmd.Wait(); close(helperDone) }()
-	statuses := json.NewDecoder(statusR)
-	var started launch.ExecStatus
-	if err := statuses.Decode(&started); err != nil {
-		<-helperDone
-		return 0, fmt.Errorf("exec in container %s: the exec helper died: %w", c.ID, err)
-	}
-	if started.Error != "" {
-		<-helperDone
-		if code, msg, ok := execFailure(started.Error); ok {
+		if code, msg, ok := execFailure(err); ok {
 			if o.Stderr != nil {
 				_, _ = io.WriteString(o.Stderr, msg+"\n")
 			}
 			return code, nil
 		}
-		return 0, fmt.Errorf("exec in container %s: %s", c.ID, started.Error)
+		return 0, fmt.Errorf("exec in container %s: %w", c.ID, err)
 	}
-	pid := started.Pid
+	pid, _ := p.Pid()
 	if o.TTY {
 		master, err := monitor.RecvFd(console)
 		if err != nil {
-			killTree(pid)
-			<-helperDone
+			_ = p.Signal(unix.SIGKILL)
+			_, _ = p.Wait()
 			return 0, fmt.Errorf("exec in container %s: console: %w", c.ID, err)
 		}
 		closers = append(closers, master)
@@ -211,28 +201,26 @@ func (m *Manager) Exec(ctx context.Context, idOrPrefix string, o ExecOptions) (i
 		}
 	}
 
-	exited := make(chan launch.ExecStatus, 1)
+	waited := make(chan *os.ProcessState, 1)
 	go func() {
-		var st launch.ExecStatus
-		_ = statuses.Decode(&st)
-		exited <- st
+		st, _ := p.Wait()
+		waited <- st
 	}()
-	var st launch.ExecStatus
+	var st *os.ProcessState
 	select {
-	case st = <-exited:
+	case st = <-waited:
 	case <-ctx.Done():
 		killTree(pid)
-		<-exited
-		<-helperDone
+		<-waited // reaped: no zombie stays behind
 		drainOrClose(&copies, closers)
 		return 0, fmt.Errorf("exec in container %s: command %q timed out: %w", c.ID, strings.Join(o.Cmd, " "), ctx.Err())
 	}
-	<-helperDone
 	drainOrClose(&copies, closers)
-	if st.Exit == nil {
+	if st == nil {
 		return 0, fmt.Errorf("exec in container %s: lost the process", c.ID)
 	}
-	return *st.Exit, nil
+	ws, _ := st.Sys().(syscall.WaitStatus)
+	return utils.ExitStatus(unix.WaitStatus(ws)), nil
 }
 
 // drainOrClose waits for output copies to end, closing the read ends when a
@@ -252,7 +240,8 @@ func drainOrClose(copies *sync.WaitGroup, closers []io.Closer) {
 
 // execFailure turns "the process could not be started" into an exit code,
 // as a shell would: 127 for a missing command, 126 otherwise.
-func execFailure(msg string) (int, string, bool) {
+func execFailure(err error) (int, string, bool) {
+	msg := err.Error()
 	switch {
 	case strings.Contains(msg, "executable file not found"), strings.Contains(msg, "no such file or directory"):
 		return 127, msg, true

@@ -48,9 +48,8 @@ type Options struct {
 	Pods   Pods
 	Images Images
 	// Helper is the command of berth-runc, the small libcontainer binary
-	// that starts containers (launch.Subcommand, then it becomes the
-	// monitor) and runs processes in them (launch.ExecSubcommand). Empty
-	// means berth-runc beside this executable.
+	// that starts containers (launch.Subcommand; then it becomes the
+	// monitor). Empty means berth-runc beside this executable.
 	Helper []string
 	// MonitorBinary is berth-monitor, which the launcher becomes.
 	MonitorBinary string

@@ -50,9 +50,6 @@ func TestMain(m *testing.M) {
 	if len(os.Args) > 1 && os.Args[1] == sandbox.InfraSubcommand {
 		os.Exit(sandbox.PodInit())
 	}
-	if len(os.Args) > 1 && os.Args[1] == launch.ExecSubcommand {
-		os.Exit(launch.ExecMain(os.Args[2:]))
-	}
 	if len(os.Args) > 1 && os.Args[1] == launch.Subcommand {
 		os.Exit(launch.Main(os.Args[2:]))
 	}

@@ -1,12 +1,10 @@
-// Command berth-runc is the berth daemon's libcontainer helper. It starts a
-// container (and then becomes the container's berth-monitor) and runs
-// processes in running containers. libcontainer re-executes its caller as
-// every container's and every exec'd process's init, so this binary links
-// libcontainer and little else: it starts in a fraction of the daemon's
-// time, which every exec probe of every pod pays.
+// Command berth-runc starts containers for the berth daemon: it creates a
+// container with libcontainer, so that the container's init is its child,
+// and then becomes the container's berth-monitor. libcontainer re-executes
+// its caller as the container's init, so this binary links libcontainer and
+// little else: every container start pays for its size once more.
 //
 //	berth-runc start-container BUNDLE MONITOR-BINARY     (fd 3: sync pipe)
-//	berth-runc exec-in-container ROOT ID BUNDLE TTY CMD… (fd 3: status)
 package main
 
 import (
@@ -35,8 +33,6 @@ func main() {
 	switch os.Args[1] {
 	case launch.Subcommand:
 		os.Exit(launch.Main(os.Args[2:]))
-	case launch.ExecSubcommand:
-		os.Exit(launch.ExecMain(os.Args[2:]))
 	}
 	fmt.Fprintf(os.Stderr, "berth-runc: unknown command %q\n", os.Args[1])
 	os.Exit(2)
