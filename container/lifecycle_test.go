@@ -296,7 +296,9 @@ func TestUpdateResourcesAndStats(t *testing.T) {
 	e := newEnv(t)
 	p := e.pod(true)
 	cfg := config("res", "sh", "-c", "while true; do :; done")
-	cfg.Linux = &runtimeapi.LinuxContainerConfig{Resources: &runtimeapi.LinuxContainerResources{CpuShares: 512, MemoryLimitInBytes: 64 << 20}}
+	cfg.Linux = &runtimeapi.LinuxContainerConfig{Resources: &runtimeapi.LinuxContainerResources{
+		CpuShares: 512, MemoryLimitInBytes: 64 << 20, MemorySwapLimitInBytes: 96 << 20, OomScoreAdj: 300,
+	}}
 	c := e.run(p, cfg)
 	cg := filepath.Join(p.Cgroup.ContainerParent(), c.ID)
 	read := func(ctrl, file string) string {
@@ -308,6 +310,16 @@ func TestUpdateResourcesAndStats(t *testing.T) {
 	}
 	if read("cpu", "cpu.shares") != "512" || read("memory", "memory.limit_in_bytes") != strconv.Itoa(64<<20) {
 		t.Fatal("create-time limits not applied")
+	}
+	// Swap: the memory+swap limit (v1's memsw; v2's memory.swap.max is
+	// the difference, which libcontainer computes).
+	if _, err := os.Stat("/sys/fs/cgroup/memory/memory.memsw.limit_in_bytes"); err == nil {
+		if got := read("memory", "memory.memsw.limit_in_bytes"); got != strconv.Itoa(96<<20) {
+			t.Fatalf("memory+swap limit %s", got)
+		}
+	}
+	if out, _ := e.exec(c.ID, "cat", "/proc/1/oom_score_adj"); strings.TrimSpace(out) != "300" {
+		t.Fatalf("oom_score_adj %q", out)
 	}
 	err := e.mgr.UpdateResources(c.ID, &runtimeapi.LinuxContainerResources{
 		CpuShares: 256, CpuQuota: 50000, CpuPeriod: 100000, MemoryLimitInBytes: 96 << 20, CpusetCpus: "0",
