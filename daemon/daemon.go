@@ -174,6 +174,7 @@ func Start(ctx context.Context, cfg *config.Config, opts Options) (d *Daemon, re
 	// address or certificate fails the start; its URLs are handed out
 	// only by RPCs, which wait for recovery.
 	streaming.LogLibraryTo(log)
+	logrusToSlog(log)
 	stream, err := streaming.New(streaming.Options{
 		Address:    cfg.Streaming.Address,
 		Port:       cfg.Streaming.Port,
