@@ -54,7 +54,10 @@ unit: build
 integration: build
 	BERTH_REQUIRE_TOOLS=1 $(GO) test -tags seccomp -count=1 -timeout 20m -run Integration ./test/integration/...
 
+# The streaming specs over WebSocket, then the whole suite over SPDY (its
+# summary is the last word of `make test`).
 critest: build
+	test/critest/run.sh --websocket --focus 'Streaming'
 	test/critest/run.sh
 
 bench: setup build
