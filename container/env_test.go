@@ -66,11 +66,8 @@ func TestMain(m *testing.M) {
 			panic(err)
 		}
 		defer os.RemoveAll(dir)
-		monitorBinary = filepath.Join(dir, "berth-monitor")
-		build := exec.Command("go", "build", "-o", monitorBinary, "../cmd/monitor")
-		build.Env = append(os.Environ(), "CGO_ENABLED=0")
-		if out, err := build.CombinedOutput(); err != nil {
-			fmt.Printf("build monitor: %v\n%s", err, out)
+		if monitorBinary, err = testutil.BuildMonitor(dir); err != nil {
+			fmt.Println(err)
 			return 1
 		}
 		busyboxLayer = filepath.Join(dir, "layer")

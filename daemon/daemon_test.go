@@ -20,6 +20,8 @@ import (
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
 	"github.com/berth-runtime/berth/config"
+
+	"github.com/berth-runtime/berth/test/testutil"
 )
 
 var monitorBinary, helperBinary string
@@ -31,11 +33,8 @@ func TestMain(m *testing.M) {
 			panic(err)
 		}
 		defer os.RemoveAll(dir)
-		monitorBinary = filepath.Join(dir, MonitorBinaryName)
-		build := exec.Command("go", "build", "-o", monitorBinary, "../cmd/monitor")
-		build.Env = append(os.Environ(), "CGO_ENABLED=0")
-		if out, err := build.CombinedOutput(); err != nil {
-			fmt.Printf("build monitor: %v\n%s", err, out)
+		if monitorBinary, err = testutil.BuildMonitor(dir); err != nil {
+			fmt.Println(err)
 			return 1
 		}
 		helperBinary = filepath.Join(dir, "berth-runc")
