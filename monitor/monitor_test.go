@@ -84,7 +84,7 @@ func newContainer(t *testing.T, opts Options, args ...string) (*fixture, Handle,
 	spec.Process.Terminal = opts.TTY
 	spec.Process.ConsoleSize = &specs.Box{Height: 40, Width: 120}
 	spec.Process.Args = args
-	spec.Linux.CgroupsPath = "/berthtest/" + f.id
+	spec.Linux.CgroupsPath = "/berthmon/" + f.id
 	data, _ := json.Marshal(spec)
 	if err := os.WriteFile(filepath.Join(f.bundle, SpecFile), data, 0o600); err != nil {
 		t.Fatal(err)
@@ -100,7 +100,7 @@ func newContainer(t *testing.T, opts Options, args ...string) (*fixture, Handle,
 			_ = h.Wait(context.Background())
 			_ = c.Destroy()
 		}
-		if left := testutil.RemoveCgroup("berthtest"); len(left) > 0 {
+		if left := testutil.RemoveCgroup("berthmon"); len(left) > 0 {
 			t.Errorf("cgroups left: %v", left)
 		}
 	})
@@ -270,14 +270,14 @@ func TestMissingCommandNamedAtStart(t *testing.T) {
 	spec.Root = &specs.Root{Path: rootfs}
 	spec.Process.Terminal = false
 	spec.Process.Args = []string{"no-such-command"}
-	spec.Linux.CgroupsPath = "/berthtest/missing"
+	spec.Linux.CgroupsPath = "/berthmon/missing"
 	data, _ := json.Marshal(spec)
 	os.WriteFile(filepath.Join(bundle, SpecFile), data, 0o600)
 	_, _, err := Spawn(context.Background(), launcher, monitorBinary, bundle, Options{ID: "missing", RuncRoot: filepath.Join(dir, "runc")})
 	if err == nil || !strings.Contains(err.Error(), "no-such-command") {
 		t.Fatalf("spawn with a missing command: %v", err)
 	}
-	if left := testutil.RemoveCgroup("berthtest"); len(left) > 0 {
+	if left := testutil.RemoveCgroup("berthmon"); len(left) > 0 {
 		t.Errorf("cgroups left: %v", left)
 	}
 }
