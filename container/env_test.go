@@ -12,15 +12,13 @@ import (
 	"testing"
 	"time"
 
-	"github.com/opencontainers/runc/libcontainer"
-	_ "github.com/opencontainers/runc/libcontainer/nsenter"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
 	"github.com/berth-runtime/berth/cni"
-	"github.com/berth-runtime/berth/monitor/launch"
 	"github.com/berth-runtime/berth/sandbox"
 	"github.com/berth-runtime/berth/state"
 	"github.com/berth-runtime/berth/test/testutil"
+	"github.com/berth-runtime/berth/test/testutil/reexec"
 )
 
 // The test network and cgroup never clash with a running daemon's or with
@@ -41,21 +39,11 @@ var (
 	dataLayers []string
 )
 
-// The test binary is re-executed by libcontainer (`init`, for exec) and by
-// the sandbox manager (the pod's PID namespace init), as bin/shim is.
-func init() {
-	if len(os.Args) > 1 && os.Args[1] == "init" {
-		libcontainer.Init()
-	}
-}
+// The test binary stands in for bin/shim and berth-runc when berth and
+// libcontainer re-execute them.
+func init() { reexec.Serve() }
 
 func TestMain(m *testing.M) {
-	if len(os.Args) > 1 && os.Args[1] == sandbox.InfraSubcommand {
-		os.Exit(sandbox.PodInit())
-	}
-	if len(os.Args) > 1 && os.Args[1] == launch.Subcommand {
-		os.Exit(launch.Main(os.Args[2:]))
-	}
 	os.Exit(func() int {
 		if os.Geteuid() != 0 {
 			fmt.Println("container tests need root")

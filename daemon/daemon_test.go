@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"net"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"testing"
 	"time"
@@ -37,9 +36,8 @@ func TestMain(m *testing.M) {
 			fmt.Println(err)
 			return 1
 		}
-		helperBinary = filepath.Join(dir, "berth-runc")
-		if out, err := exec.Command("go", "build", "-tags", "seccomp", "-o", helperBinary, "../cmd/berth-runc").CombinedOutput(); err != nil {
-			fmt.Printf("build berth-runc: %v\n%s", err, out)
+		if helperBinary, err = testutil.BuildRunc(dir); err != nil {
+			fmt.Println(err)
 			return 1
 		}
 		return m.Run()

@@ -11,13 +11,13 @@ import (
 	"time"
 
 	"github.com/opencontainers/runc/libcontainer"
-	_ "github.com/opencontainers/runc/libcontainer/nsenter"
 	"github.com/opencontainers/runc/libcontainer/specconv"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 
 	. "github.com/berth-runtime/berth/monitor"
 	"github.com/berth-runtime/berth/monitor/launch"
 	"github.com/berth-runtime/berth/test/testutil"
+	"github.com/berth-runtime/berth/test/testutil/reexec"
 )
 
 var (
@@ -25,17 +25,11 @@ var (
 	launcher      []string
 )
 
-// The test binary is the launcher (as bin/shim is) and libcontainer's init.
-func init() {
-	if len(os.Args) > 1 && os.Args[1] == "init" {
-		libcontainer.Init()
-	}
-}
+// The test binary is the launcher (as berth-runc is) and libcontainer's
+// init.
+func init() { reexec.Serve() }
 
 func TestMain(m *testing.M) {
-	if len(os.Args) > 1 && os.Args[1] == launch.Subcommand {
-		os.Exit(launch.Main(os.Args[2:]))
-	}
 	launcher = []string{os.Args[0], launch.Subcommand}
 	os.Exit(func() int {
 		if os.Geteuid() != 0 {

@@ -12,16 +12,14 @@ import (
 	"time"
 
 	"github.com/containerd/errdefs"
-	"github.com/opencontainers/runc/libcontainer"
-	_ "github.com/opencontainers/runc/libcontainer/nsenter"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
 	"github.com/berth-runtime/berth/cni"
 	"github.com/berth-runtime/berth/container"
-	"github.com/berth-runtime/berth/monitor/launch"
 	"github.com/berth-runtime/berth/sandbox"
 	"github.com/berth-runtime/berth/state"
 	"github.com/berth-runtime/berth/test/testutil"
+	"github.com/berth-runtime/berth/test/testutil/reexec"
 )
 
 // The adapter's tests run real containers in host-network pods through the
@@ -36,22 +34,11 @@ var (
 	busyboxLayer  string
 )
 
-// The test binary is re-executed by libcontainer (`init`), by the pod
-// manager (the PID namespace init) and as the container launcher, as
-// bin/shim is.
-func init() {
-	if len(os.Args) > 1 && os.Args[1] == "init" {
-		libcontainer.Init()
-	}
-}
+// The test binary stands in for bin/shim and berth-runc when berth and
+// libcontainer re-execute them.
+func init() { reexec.Serve() }
 
 func TestMain(m *testing.M) {
-	if len(os.Args) > 1 && os.Args[1] == sandbox.InfraSubcommand {
-		os.Exit(sandbox.PodInit())
-	}
-	if len(os.Args) > 1 && os.Args[1] == launch.Subcommand {
-		os.Exit(launch.Main(os.Args[2:]))
-	}
 	os.Exit(func() int {
 		if os.Geteuid() != 0 {
 			fmt.Println("streaming tests need root")

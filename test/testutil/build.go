@@ -17,12 +17,22 @@ func repoRoot() string {
 // BuildMonitor builds berth-monitor into dir the way the Makefile does
 // (static, no cgo) and returns its path.
 func BuildMonitor(dir string) (string, error) {
-	out := filepath.Join(dir, "berth-monitor")
-	build := exec.Command("go", "build", "-o", out, "./cmd/monitor")
-	build.Dir = repoRoot()
-	build.Env = append(os.Environ(), "CGO_ENABLED=0")
-	if msg, err := build.CombinedOutput(); err != nil {
-		return "", fmt.Errorf("build berth-monitor: %v\n%s", err, msg)
+	return build(dir, "berth-monitor", "./cmd/monitor", "CGO_ENABLED=0")
+}
+
+// BuildRunc builds berth-runc, the container launcher, into dir the way
+// the Makefile does (cgo, seccomp) and returns its path.
+func BuildRunc(dir string) (string, error) {
+	return build(dir, "berth-runc", "./cmd/berth-runc", "CGO_ENABLED=1", "-tags", "seccomp")
+}
+
+func build(dir, name, pkg, cgo string, flags ...string) (string, error) {
+	out := filepath.Join(dir, name)
+	cmd := exec.Command("go", append(append([]string{"build"}, flags...), "-o", out, pkg)...)
+	cmd.Dir = repoRoot()
+	cmd.Env = append(os.Environ(), cgo)
+	if msg, err := cmd.CombinedOutput(); err != nil {
+		return "", fmt.Errorf("build %s: %v\n%s", name, err, msg)
 	}
 	return out, nil
 }
