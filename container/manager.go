@@ -82,7 +82,7 @@ type Manager struct {
 	// exited is closed when a running container's exit is recorded.
 	exited map[string]chan struct{}
 	// opLocks serialise lifecycle operations on one container.
-	opLocks sync.Map
+	opLocks state.KeyedMutex
 	// cpu keeps the last CPU sample per container for nano-core usage.
 	cpu map[string]cpuSample
 }
@@ -131,12 +131,7 @@ func New(opts Options) (*Manager, error) {
 	}, nil
 }
 
-func (m *Manager) lock(id string) func() {
-	v, _ := m.opLocks.LoadOrStore(id, &sync.Mutex{})
-	mu := v.(*sync.Mutex)
-	mu.Lock()
-	return mu.Unlock
-}
+func (m *Manager) lock(id string) func() { return m.opLocks.Lock(id) }
 
 // get returns a copy of the record of the container whose ID starts with
 // idOrPrefix.
@@ -192,7 +187,7 @@ func (m *Manager) forget(c *Container) error {
 	m.mu.Unlock()
 	m.ids.Delete(c.ID)
 	m.names.Release(c.Key, c.ID)
-	m.opLocks.Delete(c.ID)
+	m.opLocks.Forget(c.ID)
 	return nil
 }
 

@@ -76,7 +76,7 @@ type Manager struct {
 	// infras are the infra processes this daemon started (and so reaps).
 	infras map[string]*infra
 	// opLocks serialise Run/Stop/Remove of one pod.
-	opLocks sync.Map // id → *sync.Mutex
+	opLocks state.KeyedMutex
 	// cpu keeps the last CPU sample per pod for usage_nano_cores.
 	cpu map[string]cpuSample
 }
@@ -125,12 +125,7 @@ func New(opts Options) (*Manager, error) {
 // because it looks pods up here.
 func (m *Manager) SetContainers(c PodContainers) { m.opts.Containers = c }
 
-func (m *Manager) lock(id string) func() {
-	v, _ := m.opLocks.LoadOrStore(id, &sync.Mutex{})
-	mu := v.(*sync.Mutex)
-	mu.Lock()
-	return mu.Unlock
-}
+func (m *Manager) lock(id string) func() { return m.opLocks.Lock(id) }
 
 // Get returns a copy of the pod whose ID is id or starts with it, as
 // observed now (see observe).

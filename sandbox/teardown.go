@@ -178,7 +178,7 @@ func (m *Manager) Remove(ctx context.Context, id string) error {
 	if err := m.forget(p); err != nil {
 		return fmt.Errorf("remove pod %s: %w", p.ID, err)
 	}
-	m.opLocks.Delete(p.ID)
+	m.opLocks.Forget(p.ID)
 	m.log.Info("pod sandbox removed", "pod", p.ID, "name", p.Key)
 	m.opts.Events.Publish(events.Event{Type: events.Deleted, PodID: p.ID})
 	return nil

@@ -3,6 +3,7 @@ package state
 import (
 	"errors"
 	"testing"
+	"time"
 
 	"github.com/containerd/errdefs"
 )
@@ -54,4 +55,22 @@ func TestRegistrar(t *testing.T) {
 	if err := r.Reserve("pod_ns_uid_0", "id2"); err != nil {
 		t.Fatalf("after release: %v", err)
 	}
+}
+
+func TestKeyedMutex(t *testing.T) {
+	var k KeyedMutex
+	unlockA := k.Lock("a")
+	// Another key is not held up.
+	k.Lock("b")()
+	got := make(chan struct{})
+	go func() { k.Lock("a")(); close(got) }()
+	select {
+	case <-got:
+		t.Fatal("second Lock of a held key did not wait")
+	case <-time.After(50 * time.Millisecond):
+	}
+	unlockA()
+	<-got
+	k.Forget("a")
+	k.Lock("a")()
 }
