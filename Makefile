@@ -54,10 +54,11 @@ unit: build
 integration: build
 	BERTH_REQUIRE_TOOLS=1 $(GO) test -tags seccomp -count=1 -timeout 20m -run Integration ./test/integration/...
 
-# The streaming specs over WebSocket, then the whole suite over SPDY (its
-# summary is the last word of `make test`).
+# The whole suite twice: two ginkgo processes with exec, attach and
+# port-forward over WebSocket, then serially over SPDY (its summary is the
+# last word of `make test`). About 90 s and 150 s here.
 critest: build
-	test/critest/run.sh --websocket --focus 'Streaming'
+	test/critest/run.sh --parallel 2 --websocket
 	test/critest/run.sh
 
 bench: setup build
