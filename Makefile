@@ -14,7 +14,7 @@ export PATH := $(BERTH_TOOLS)/bin:$(PATH)
 CNI_PLUGINS_VERSION := v1.10.0
 CNI_PLUGINS := main/bridge main/loopback ipam/host-local meta/portmap
 
-.PHONY: all build cni-plugins run test unit integration critest bench lint setup clean
+.PHONY: all build cni-plugins run test unit integration kubelet critest bench lint setup clean
 
 all: build
 
@@ -45,7 +45,7 @@ run: build
 setup:
 	hack/setup.sh
 
-test: setup build lint unit integration critest
+test: setup build lint unit integration kubelet critest
 
 # Every package's own tests; the ones that need real namespaces run as root.
 unit: build
@@ -53,6 +53,12 @@ unit: build
 
 integration: build
 	BERTH_REQUIRE_TOOLS=1 $(GO) test -tags seccomp -count=1 -timeout 20m -run Integration ./test/integration/...
+
+# A real kubelet (built once by hack/kubelet.sh, ~8 min cold) running static
+# pods on bin/shim; -v shows its manifest → Running latencies.
+kubelet: build
+	hack/kubelet.sh >/dev/null
+	BERTH_REQUIRE_TOOLS=1 $(GO) test -tags seccomp -count=1 -timeout 20m -v -run '^TestKubelet$$' ./test/integration/...
 
 # The whole suite twice: two ginkgo processes with exec, attach and
 # port-forward over WebSocket, then serially over SPDY (its summary is the

@@ -6,6 +6,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -55,6 +56,28 @@ type daemon struct {
 	// the test reads).
 	logPath string
 	dir     string
+	config  string
+	// exited is closed once the current process has ended and been
+	// waited for; only its goroutine waits.
+	exited chan struct{}
+}
+
+// running reports whether the current daemon process is still alive.
+func (d *daemon) running() bool {
+	select {
+	case <-d.exited:
+		return false
+	default:
+		return true
+	}
+}
+
+// kill ends the current process with SIGKILL and waits for it.
+func (d *daemon) kill() {
+	if d.exited != nil && d.running() {
+		_ = d.cmd.Process.Kill()
+		<-d.exited
+	}
 }
 
 // startDaemon starts bin/shim with a config of its own CNI directory plus
@@ -71,32 +94,46 @@ func startDaemonWithConfig(t testing.TB, dir, body string) *daemon {
 	if err := os.WriteFile(cfg, []byte(body), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	d := &daemon{socket: filepath.Join(dir, "berth.sock"), logPath: filepath.Join(dir, fmt.Sprintf("berth-%d.log", time.Now().UnixNano())), dir: dir}
-	logFile, err := os.Create(d.logPath)
+	d := &daemon{socket: filepath.Join(dir, "berth.sock"), logPath: filepath.Join(dir, fmt.Sprintf("berth-%d.log", time.Now().UnixNano())), dir: dir, config: cfg}
+	// Whichever process d holds when the test ends (restart replaces it).
+	t.Cleanup(d.kill)
+	d.start(t)
+	return d
+}
+
+// start runs the daemon process, its output appended to d.logPath, and
+// returns once its socket accepts connections (a socket file left by a
+// killed daemon does not count).
+func (d *daemon) start(t testing.TB) {
+	t.Helper()
+	logFile, err := os.OpenFile(d.logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer logFile.Close()
-	d.cmd = exec.Command(shimBinary(t), "serve", "--config", cfg, "--socket", d.socket,
-		"--root", filepath.Join(dir, "root"), "--state", filepath.Join(dir, "state"), "--log-level", "debug")
+	d.cmd = exec.Command(shimBinary(t), "serve", "--config", d.config, "--socket", d.socket,
+		"--root", filepath.Join(d.dir, "root"), "--state", filepath.Join(d.dir, "state"), "--log-level", "debug")
 	d.cmd.Stdout = logFile
 	d.cmd.Stderr = logFile
 	if err := d.cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() {
-		if d.cmd.ProcessState == nil {
-			_ = d.cmd.Process.Kill()
-			_ = d.cmd.Wait()
-		}
-	})
+	exited := make(chan struct{})
+	d.exited = exited
+	go func() { _ = d.cmd.Wait(); close(exited) }()
 	deadline := time.Now().Add(10 * time.Second)
 	for {
-		if _, err := os.Stat(d.socket); err == nil {
-			return d
+		if c, err := net.Dial("unix", d.socket); err == nil {
+			c.Close()
+			return
+		}
+		select {
+		case <-exited:
+			t.Fatalf("daemon exited at start; log:\n%s", d.logs())
+		default:
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("daemon did not create its socket; log:\n%s", d.logs())
+			t.Fatalf("daemon did not listen on its socket; log:\n%s", d.logs())
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
@@ -128,10 +165,8 @@ func (d *daemon) stop(t testing.TB) int {
 	if err := d.cmd.Process.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)
 	}
-	done := make(chan error, 1)
-	go func() { done <- d.cmd.Wait() }()
 	select {
-	case <-done:
+	case <-d.exited:
 	case <-time.After(15 * time.Second):
 		t.Fatalf("daemon ignored SIGTERM; log:\n%s", d.logs())
 	}

@@ -8,7 +8,6 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 )
@@ -63,7 +62,7 @@ func (d *daemon) removeAllPods(t testing.TB) {
 // Registered after the daemon's start, it runs before the daemon's stop.
 func (d *daemon) cleanupPods(t testing.TB) {
 	t.Cleanup(func() {
-		if d.cmd.ProcessState == nil {
+		if d.running() {
 			d.removeAllPods(t)
 		}
 	})
@@ -144,10 +143,7 @@ func TestIntegrationKill9Restart(t *testing.T) {
 	counterPid := d.inspect(t, counter).Info.Pid
 
 	// SIGKILL: no chance to clean up. The containers must not notice.
-	if err := d.cmd.Process.Signal(syscall.SIGKILL); err != nil {
-		t.Fatal(err)
-	}
-	_ = d.cmd.Wait()
+	d.kill()
 	killedAt := time.Now()
 	time.Sleep(3 * time.Second) // the quitter exits meanwhile; the counter keeps writing
 	restartedAt := time.Now()

@@ -166,7 +166,7 @@ func newStreamingSetup(t *testing.T, extraConfig string) *streamingSetup {
 func (s *streamingSetup) cleanupPods(t *testing.T) {
 	d := s.d
 	t.Cleanup(func() {
-		if d.cmd.ProcessState == nil {
+		if d.running() {
 			_, _ = d.crictl(t, "rmp", "-a", "-f")
 		}
 	})
@@ -330,7 +330,7 @@ func TestIntegrationStreamingAttach(t *testing.T) {
 }
 
 // freePort returns a loopback port nobody listens on right now.
-func freePort(t *testing.T) int {
+func freePort(t testing.TB) int {
 	t.Helper()
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
