@@ -74,6 +74,7 @@ lint:
 	@bad=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$bad" ]; then echo "gofmt needed: $$bad"; exit 1; fi
 	$(GO) vet -tags seccomp ./...
 	staticcheck -tags seccomp ./...
+	shellcheck $$(git ls-files '*.sh') .ci/run
 
 clean:
 	rm -rf $(BIN)

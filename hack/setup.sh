@@ -16,7 +16,7 @@ fi
 # libseccomp-dev: libcontainer's seccomp support (cgo, -tags seccomp).
 # iptables, iproute2: the portmap/bridge CNI plugins and the leak checks.
 # busybox: the userland of the critest busybox image.
-# shellcheck: lint of the project's shell scripts.
+# The shell scripts' linter comes from the package of the same name.
 packages=(libseccomp-dev iptables iproute2 busybox shellcheck)
 missing=()
 for p in "${packages[@]}"; do

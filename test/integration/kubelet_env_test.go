@@ -287,13 +287,6 @@ func (k *kubelet) writeManifest(t testing.TB, pod map[string]any) string {
 	return name + "-" + kubeletNode
 }
 
-func (k *kubelet) removeManifest(t testing.TB, name string) {
-	t.Helper()
-	if err := os.Remove(filepath.Join(k.manifests, strings.TrimSuffix(name, "-"+kubeletNode)+".json")); err != nil {
-		t.Fatal(err)
-	}
-}
-
 // waitRunning waits until kubelet reports the pod Running with every
 // container ready, and returns it.
 func (k *kubelet) waitRunning(t testing.TB, name string, timeout time.Duration) kubePod {
