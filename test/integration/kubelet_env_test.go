@@ -142,8 +142,9 @@ func startKubelet(t testing.TB, d *daemon) *kubelet {
 		"healthzPort":              freePort(t),
 		"containerRuntimeEndpoint": ep,
 		"imageServiceEndpoint":     ep,
-		// berth's RuntimeConfig answer wins; this only has to be valid.
-		"cgroupDriver":           "cgroupfs",
+		// Deliberately not berth's driver: berth's RuntimeConfig answer
+		// (cgroupfs here) must win, as the test checks in kubelet's log.
+		"cgroupDriver":           "systemd",
 		"failCgroupV1":           false,
 		"failSwapOn":             false,
 		"authentication":         map[string]any{"anonymous": map[string]any{"enabled": true}, "webhook": map[string]any{"enabled": false}},

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -177,6 +178,10 @@ func TestKubelet(t *testing.T) {
 	if out := d.must(t, "ps", "-a", "-q"); out != "" {
 		t.Errorf("containers left after their pods went: %q", out)
 	}
+	checkNoPodLeft(t, dir)
+	if !strings.Contains(k.logs(), `"Using cgroup driver setting received from the CRI runtime" cgroupDriver="cgroupfs"`) {
+		t.Errorf("kubelet did not take berth's cgroup driver")
+	}
 
 	// No CRI call failed for a reason of berth's: Unavailable only while it
 	// restarted, NotFound only for what kubelet asks after removal, and
@@ -190,6 +195,25 @@ func TestKubelet(t *testing.T) {
 	for l := range strings.SplitSeq(d.logs(), "\n") {
 		if strings.Contains(l, "CRI request failed") && !strings.Contains(l, "code=NotFound") {
 			t.Errorf("berth failed a kubelet request: %s", l)
+		}
+	}
+}
+
+// checkNoPodLeft: with every pod gone, berth holds no veth on the test
+// bridge, no IP address and no mount under its directories.
+func checkNoPodLeft(t *testing.T, dir string) {
+	t.Helper()
+	if out, _ := exec.Command("ip", "-o", "link", "show", "master", "berthkl0").CombinedOutput(); strings.TrimSpace(string(out)) != "" {
+		t.Errorf("veths left on the pod bridge:\n%s", out)
+	}
+	ips, _ := filepath.Glob(filepath.Join(dir, "ipam", "berthkl", "10.*"))
+	if len(ips) > 0 {
+		t.Errorf("IP addresses still allocated: %v", ips)
+	}
+	mounts, _ := os.ReadFile("/proc/self/mountinfo")
+	for l := range strings.SplitSeq(string(mounts), "\n") {
+		if f := strings.Fields(l); len(f) > 4 && strings.HasPrefix(f[4], dir+"/") {
+			t.Errorf("mount left: %s", f[4])
 		}
 	}
 }
