@@ -67,7 +67,10 @@ critest: build
 	test/critest/run.sh --parallel 2 --websocket
 	test/critest/run.sh
 
+# Includes kubelet on berth against kubelet on containerd, both built once.
 bench: setup build
+	hack/kubelet.sh >/dev/null
+	hack/containerd.sh >/dev/null
 	$(GO) test -tags seccomp -run '^$$' -bench . -benchmem ./...
 
 lint:

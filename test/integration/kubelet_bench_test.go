@@ -7,6 +7,9 @@ import (
 	"os/exec"
 	"path/filepath"
 	"slices"
+	"strconv"
+	"strings"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -83,10 +86,12 @@ func startContainerd(b *testing.B, dir, reg string) *daemon {
 	d.config = writeFile(b, filepath.Join(dir, "containerd.toml"), fmt.Sprintf(`version = 3
 root = %q
 state = %q
-[grpc]
+[plugins.'io.containerd.server.v1.grpc']
   address = %q
-[ttrpc]
+[plugins.'io.containerd.server.v1.ttrpc']
   address = %q
+[plugins.'io.containerd.nri.v1.nri']
+  disable = true
 [plugins.'io.containerd.cri.v1.images']
   snapshotter = 'overlayfs'
   [plugins.'io.containerd.cri.v1.images'.pinned_images]
@@ -96,6 +101,7 @@ state = %q
 [plugins.'io.containerd.cri.v1.runtime']
   # This machine's root may not lower oom_score_adj (no CAP_SYS_RESOURCE).
   restrict_oom_score_adj = true
+  netns_mounts_under_state_dir = true
   [plugins.'io.containerd.cri.v1.runtime'.cni]
     bin_dirs = [%q]
     conf_dir = %q
@@ -120,12 +126,31 @@ state = %q
 	}
 	d.exited = make(chan struct{})
 	go func() { _ = d.cmd.Wait(); close(d.exited) }()
+	// containerd keeps runc's state and its shims' sockets here whatever
+	// its config says.
+	_, err = os.Stat("/run/containerd")
+	madeRun := os.IsNotExist(err)
 	b.Cleanup(func() {
 		d.kill()
-		// containerd's shims outlive it, as they should on a node: the
-		// pods were removed before this, so they have exited with them.
+		// Its shims outlive containerd, as they should on a node. The pods
+		// are gone by now, so the shims are on their way out: give them a
+		// moment, then end any left by PID.
+		var shims []int
+		for range 50 {
+			if shims = processesMentioning(d.socket); len(shims) == 0 {
+				break
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+		for _, pid := range shims {
+			b.Errorf("containerd shim %d outlived its pods; killing it", pid)
+			_ = syscall.Kill(pid, syscall.SIGKILL)
+		}
 		_ = exec.Command("umount", "-R", filepath.Join(dir, "state")).Run()
 		_ = exec.Command("umount", "-R", filepath.Join(dir, "root")).Run()
+		if madeRun {
+			_ = os.RemoveAll("/run/containerd")
+		}
 	})
 	waitFor(b, "containerd's socket", 30*time.Second, func() bool {
 		c, err := net.Dial("unix", d.socket)
@@ -135,6 +160,22 @@ state = %q
 		return err == nil
 	})
 	return d
+}
+
+// processesMentioning lists the processes whose command line contains s.
+func processesMentioning(s string) []int {
+	var pids []int
+	entries, _ := os.ReadDir("/proc")
+	for _, e := range entries {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		if cmdline, err := os.ReadFile(filepath.Join("/proc", e.Name(), "cmdline")); err == nil && strings.Contains(string(cmdline), s) {
+			pids = append(pids, pid)
+		}
+	}
+	return pids
 }
 
 func writeFile(tb testing.TB, path, body string) string {

@@ -114,7 +114,14 @@ type kubelet struct {
 func startKubelet(t testing.TB, d *daemon) *kubelet {
 	t.Helper()
 	bin := kubeletBinary(t)
-	k := &kubelet{dir: t.TempDir(), port: freePort(t), readOnly: freePort(t)}
+	// Not t.TempDir: a benchmark's long name would push kubelet's unix
+	// sockets under the root dir past their 108-byte limit.
+	dir, err := os.MkdirTemp("", "kubelet-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = os.RemoveAll(dir) })
+	k := &kubelet{dir: dir, port: freePort(t), readOnly: freePort(t)}
 	k.manifests = filepath.Join(k.dir, "manifests")
 	k.logPath = filepath.Join(k.dir, "kubelet.log")
 	rootDir := filepath.Join(k.dir, "root")
