@@ -43,6 +43,8 @@ func (m *Manager) Create(ctx context.Context, podID string, cfg *runtimeapi.Cont
 	if cfg.GetImage().GetImage() == "" {
 		return "", fmt.Errorf("create container %q: image is empty: %w", meta.GetName(), errInvalidArgument)
 	}
+	unblock := m.opts.Hooks.BlockSync()
+	defer unblock()
 	pod, err := m.opts.Pods.Get(podID)
 	if err != nil {
 		return "", fmt.Errorf("create container %q: %w", meta.GetName(), err)
@@ -137,6 +139,11 @@ func (m *Manager) Create(ctx context.Context, podID string, cfg *runtimeapi.Cont
 	if err != nil {
 		return "", fmt.Errorf("create container %s: %w", id, err)
 	}
+	// Hooks may adjust the spec, or refuse the container: it is not
+	// listed until created, so a refusal leaves nothing to see.
+	if err := m.opts.Hooks.CreateContainer(ctx, pod, c, spec); err != nil {
+		return "", fmt.Errorf("create container %s: %w", id, err)
+	}
 	if !hugetlbAvailable() && len(cfg.GetLinux().GetResources().GetHugepageLimits()) > 0 {
 		m.log.Warn("hugepage limits dropped: the cgroup hierarchy in use has no hugetlb controller", "id", id)
 	}
@@ -159,6 +166,7 @@ func (m *Manager) Create(ctx context.Context, podID string, cfg *runtimeapi.Cont
 	if err := m.save(c); err != nil {
 		return "", err
 	}
+	m.opts.Hooks.PostCreateContainer(ctx, pod, c)
 	m.opts.Events.Publish(events.Event{Type: events.Created, PodID: pod.ID, ContainerID: id})
 	return id, nil
 }

@@ -39,8 +39,12 @@ func (m *Manager) Start(ctx context.Context, idOrPrefix string) error {
 	if c.State != StateCreated {
 		return fmt.Errorf("start container %s: it is %s, not created: %w", c.ID, c.State, errFailedPrecondition)
 	}
-	if pod, err := m.opts.Pods.Get(c.PodID); err != nil || pod.State != "ready" {
+	pod, err := m.opts.Pods.Get(c.PodID)
+	if err != nil || pod.State != "ready" {
 		return fmt.Errorf("start container %s: its pod %s is not ready: %w", c.ID, c.PodID, errFailedPrecondition)
+	}
+	if err := m.opts.Hooks.StartContainer(ctx, pod, c); err != nil {
+		return fmt.Errorf("start container %s: %w", c.ID, err)
 	}
 	cfg, err := c.ContainerConfig()
 	if err != nil {
@@ -78,6 +82,7 @@ func (m *Manager) Start(ctx context.Context, idOrPrefix string) error {
 	if err := m.save(c); err != nil {
 		return err
 	}
+	m.opts.Hooks.PostStartContainer(ctx, pod, c)
 	m.opts.Events.Publish(events.Event{Type: events.Started, PodID: c.PodID, ContainerID: c.ID})
 	go m.watchExit(c.ID, handle, exited)
 	return nil
@@ -141,6 +146,7 @@ func (m *Manager) recordExit(id string) {
 		m.log.Error("record container exit", "id", id, "error", err)
 		return
 	}
+	m.opts.Hooks.StopContainer(context.Background(), m.podOf(c), c)
 	m.opts.Events.Publish(events.Event{Type: events.Stopped, PodID: c.PodID, ContainerID: c.ID})
 }
 
@@ -241,6 +247,7 @@ func (m *Manager) Remove(ctx context.Context, idOrPrefix string) error {
 	if err := m.teardown(c); err != nil {
 		return fmt.Errorf("remove container %s: %w", c.ID, err)
 	}
+	m.opts.Hooks.RemoveContainer(ctx, m.podOf(c), c)
 	m.opts.Events.Publish(events.Event{Type: events.Deleted, PodID: c.PodID, ContainerID: c.ID})
 	return nil
 }

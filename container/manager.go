@@ -60,6 +60,8 @@ type Options struct {
 	CDISpecDirs []string
 	// Events receives container lifecycle events; may be nil.
 	Events *events.Broadcaster
+	// Hooks hear of every container's lifecycle; may be nil.
+	Hooks  Hooks
 	Logger *slog.Logger
 }
 
@@ -104,6 +106,9 @@ func New(opts Options) (*Manager, error) {
 	}
 	if opts.Events == nil {
 		opts.Events = events.New()
+	}
+	if opts.Hooks == nil {
+		opts.Hooks = noHooks{}
 	}
 	if opts.CgroupDriver == "" {
 		opts.CgroupDriver = "cgroupfs"

@@ -144,6 +144,10 @@ func (s *Server) listContainers(f *runtimeapi.ContainerFilter) ([]*runtimeapi.Co
 func (s *Server) filterContainers(id, podID string, selector map[string]string) []*container.Container {
 	var out []*container.Container
 	for _, c := range s.opts.Containers.List() {
+		// Not there until created (and approved by NRI plugins).
+		if c.State == container.StateCreating {
+			continue
+		}
 		if id != "" && !strings.HasPrefix(c.ID, id) {
 			continue
 		}

@@ -115,6 +115,8 @@ func TestContainerStatusAndList(t *testing.T) {
 		testContainer("aaa1", "pod1", container.StateRunning, map[string]string{"app": "x"}),
 		testContainer("aab2", "pod1", container.StateExited, map[string]string{"app": "y"}),
 		testContainer("bbb3", "pod2", container.StateCreated, nil),
+		// Still being created (NRI plugins may yet refuse it): not listed.
+		testContainer("ccc4", "pod1", container.StateCreating, map[string]string{"app": "x"}),
 	)
 	s := containerServer(cs)
 	ctx := context.Background()
@@ -148,6 +150,7 @@ func TestContainerStatusAndList(t *testing.T) {
 		{&runtimeapi.ContainerFilter{State: &runtimeapi.ContainerStateValue{State: runtimeapi.ContainerState_CONTAINER_RUNNING}}, 1},
 		{&runtimeapi.ContainerFilter{LabelSelector: map[string]string{"app": "y"}}, 1},
 		{&runtimeapi.ContainerFilter{PodSandboxId: "pod2", LabelSelector: map[string]string{"app": "y"}}, 0},
+		{&runtimeapi.ContainerFilter{Id: "ccc4"}, 0},
 	} {
 		got, err := s.ListContainers(ctx, &runtimeapi.ListContainersRequest{Filter: tc.f})
 		if err != nil || len(got.GetContainers()) != tc.want {

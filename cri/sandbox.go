@@ -137,6 +137,11 @@ func (s *Server) filterPods(id string, selector map[string]string) ([]*sandbox.P
 	}
 	out := pods[:0]
 	for _, p := range pods {
+		// A pod still being made is not there yet: kubelet must not see
+		// it half-made, nor NRI plugins before they approved it.
+		if p.State == sandbox.StateCreating {
+			continue
+		}
 		if labelsMatch(p.Labels, selector) {
 			out = append(out, p)
 		}

@@ -107,6 +107,8 @@ func TestListPodSandboxFilters(t *testing.T) {
 		testPod("aaa111", "a", sandbox.StateReady, map[string]string{"app": "web", "tier": "front"}),
 		testPod("aaa222", "b", sandbox.StateNotReady, map[string]string{"app": "web"}),
 		testPod("bbb333", "c", sandbox.StateReady, map[string]string{"app": "db"}),
+		// Still being made (NRI plugins may yet refuse it): not listed.
+		testPod("ccc444", "d", sandbox.StateCreating, map[string]string{"app": "web"}),
 	)
 	s := newTestServer(fake)
 	ready := &runtimeapi.PodSandboxStateValue{State: runtimeapi.PodSandboxState_SANDBOX_READY}
@@ -120,6 +122,7 @@ func TestListPodSandboxFilters(t *testing.T) {
 		{"prefix", &runtimeapi.PodSandboxFilter{Id: "bbb"}, "bbb333"},
 		{"ambiguous prefix", &runtimeapi.PodSandboxFilter{Id: "aaa"}, ""},
 		{"unknown id", &runtimeapi.PodSandboxFilter{Id: "zzz"}, ""},
+		{"being made", &runtimeapi.PodSandboxFilter{Id: "ccc444"}, ""},
 		{"state", &runtimeapi.PodSandboxFilter{State: ready}, "aaa111,bbb333"},
 		{"labels", &runtimeapi.PodSandboxFilter{LabelSelector: map[string]string{"app": "web"}}, "aaa111,aaa222"},
 		{"labels and state", &runtimeapi.PodSandboxFilter{State: ready, LabelSelector: map[string]string{"app": "web"}}, "aaa111"},

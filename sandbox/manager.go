@@ -60,6 +60,8 @@ type Options struct {
 	// Events receives the pods' lifecycle events (GetContainerEvents
 	// reports a pod's own under its ID); may be nil.
 	Events *events.Broadcaster
+	// Hooks hear of every pod's run, stop and removal; may be nil.
+	Hooks  Hooks
 	Logger *slog.Logger
 }
 
@@ -91,6 +93,9 @@ func New(opts Options) (*Manager, error) {
 	}
 	if opts.Events == nil {
 		opts.Events = events.New()
+	}
+	if opts.Hooks == nil {
+		opts.Hooks = noHooks{}
 	}
 	if opts.ShmSize == 0 {
 		opts.ShmSize = DefaultShmSize
@@ -124,6 +129,9 @@ func New(opts Options) (*Manager, error) {
 // SetContainers wires the containers manager, which is built after this one
 // because it looks pods up here.
 func (m *Manager) SetContainers(c PodContainers) { m.opts.Containers = c }
+
+// SetHooks installs the pods' lifecycle hooks; call it before serving.
+func (m *Manager) SetHooks(h Hooks) { m.opts.Hooks = h }
 
 func (m *Manager) lock(id string) func() { return m.opLocks.Lock(id) }
 

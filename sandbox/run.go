@@ -34,6 +34,8 @@ func (m *Manager) Run(ctx context.Context, cfg *runtimeapi.PodSandboxConfig, han
 	if err := validateSysctls(sysctls, p.HostNetwork, p.HostIPC); err != nil {
 		return "", err
 	}
+	unblock := m.opts.Hooks.BlockSync()
+	defer unblock()
 	if err := m.names.Reserve(p.Key, p.ID); err != nil {
 		return "", fmt.Errorf("run pod %s: %w", p.Key, err)
 	}
@@ -163,6 +165,13 @@ func (m *Manager) Run(ctx context.Context, cfg *runtimeapi.PodSandboxConfig, han
 		m.infras[p.ID] = in
 		m.mu.Unlock()
 		p.InfraPID, p.InfraStart = in.pid, in.start
+	}
+
+	// The pod is complete but not yet listed (it is still creating): a
+	// hook that refuses it leaves nothing behind.
+	mark("run pod hooks")
+	if err := m.opts.Hooks.RunPodSandbox(ctx, p.clone()); err != nil {
+		return "", err
 	}
 
 	mark("record ready")

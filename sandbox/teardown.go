@@ -42,7 +42,15 @@ func (m *Manager) stop(ctx context.Context, p *Pod) error {
 	if err := m.save(p); err != nil {
 		return err
 	}
-	if err := m.release(ctx, p, true); err != nil {
+	if err := m.stopContainers(ctx, p); err != nil {
+		return err
+	}
+	// Hooks hear of the stop with the containers stopped and the pod's
+	// network and namespaces still there.
+	if err := m.opts.Hooks.StopPodSandbox(ctx, p.clone()); err != nil {
+		m.log.Warn("a pod hook failed on stop; stopping anyway", "pod", p.ID, "error", err)
+	}
+	if err := m.release(ctx, p); err != nil {
 		return err
 	}
 	p.State = StateNotReady
@@ -59,16 +67,22 @@ func (m *Manager) stop(ctx context.Context, p *Pod) error {
 // networkTeardownTimeout bounds one pod's CNI DEL.
 const networkTeardownTimeout = 2 * time.Minute
 
-// release frees what a pod holds while it runs, first stopping its
-// containers if asked. Each step tolerates "already done", so it runs again
-// safely after a crash or a failure.
-func (m *Manager) release(ctx context.Context, p *Pod, stopContainers bool) error {
-	if stopContainers && m.opts.Containers != nil {
-		p.Step = "stop containers"
-		if err := m.opts.Containers.StopAll(ctx, p.ID, m.opts.StopGrace); err != nil {
-			return fmt.Errorf("%s: %w", p.Step, err)
-		}
+// stopContainers stops every container of the pod.
+func (m *Manager) stopContainers(ctx context.Context, p *Pod) error {
+	if m.opts.Containers == nil {
+		return nil
 	}
+	p.Step = "stop containers"
+	if err := m.opts.Containers.StopAll(ctx, p.ID, m.opts.StopGrace); err != nil {
+		return fmt.Errorf("%s: %w", p.Step, err)
+	}
+	return nil
+}
+
+// release frees what a pod holds while it runs; its containers are stopped
+// or removed already. Each step tolerates "already done", so it runs again
+// safely after a crash or a failure.
+func (m *Manager) release(ctx context.Context, p *Pod) error {
 	p.Step = "stop infra process"
 	if err := m.stopInfra(p); err != nil {
 		return fmt.Errorf("%s: %w", p.Step, err)
@@ -168,12 +182,23 @@ func (m *Manager) Remove(ctx context.Context, id string) error {
 	} else if err != nil {
 		return err
 	}
+	wasRunning := p.State == StateReady || p.State == StateStopping
 	p.State = StateRemoving
 	if err := m.save(p); err != nil {
 		return fmt.Errorf("remove pod %s: %w", p.ID, err)
 	}
 	if err := m.teardown(ctx, p, false); err != nil {
 		return fmt.Errorf("remove pod %s: %w", p.ID, err)
+	}
+	// A pod removed without a stop first is stopped by the removal: hooks
+	// hear of both, in order.
+	if wasRunning {
+		if err := m.opts.Hooks.StopPodSandbox(ctx, p.clone()); err != nil {
+			m.log.Warn("a pod hook failed on stop", "pod", p.ID, "error", err)
+		}
+	}
+	if err := m.opts.Hooks.RemovePodSandbox(ctx, p.clone()); err != nil {
+		m.log.Warn("a pod hook failed on removal; removing anyway", "pod", p.ID, "error", err)
 	}
 	if err := m.forget(p); err != nil {
 		return fmt.Errorf("remove pod %s: %w", p.ID, err)
@@ -195,7 +220,7 @@ func (m *Manager) teardown(ctx context.Context, p *Pod, creating bool) error {
 		}
 	}
 	// Removed containers need no stop; a pod being created has none.
-	if err := m.release(ctx, p, false); err != nil {
+	if err := m.release(ctx, p); err != nil {
 		return err
 	}
 	p.Step = "remove pod files"
