@@ -4,7 +4,11 @@
 GO        ?= go
 BIN       := bin
 VERSION   ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
-GOFLAGS_BUILD := -tags seccomp -trimpath -ldflags "-s -w -X main.version=$(VERSION)"
+# seccomp: libcontainer's seccomp support (cgo). nri_no_wasm: NRI plugins
+# run as processes or connect to the socket; WebAssembly ones would add a
+# wasm runtime to the daemon binary, which every exec re-executes.
+TAGS      := seccomp,nri_no_wasm
+GOFLAGS_BUILD := -tags $(TAGS) -trimpath -ldflags "-s -w -X main.version=$(VERSION)"
 export CGO_ENABLED := 1
 # Where test tools (crictl, critest, ginkgo, registry, staticcheck) are cached.
 BERTH_TOOLS ?= /var/cache/berth-tools
@@ -49,16 +53,16 @@ test: setup build lint unit integration kubelet critest
 
 # Every package's own tests; the ones that need real namespaces run as root.
 unit: build
-	$(GO) test -tags seccomp -count=1 $$($(GO) list ./... | grep -v /test/integration)
+	$(GO) test -tags $(TAGS) -count=1 $$($(GO) list ./... | grep -v /test/integration)
 
 integration: build
-	BERTH_REQUIRE_TOOLS=1 $(GO) test -tags seccomp -count=1 -timeout 20m -run Integration ./test/integration/...
+	BERTH_REQUIRE_TOOLS=1 $(GO) test -tags $(TAGS) -count=1 -timeout 20m -run Integration ./test/integration/...
 
 # A real kubelet (built once by hack/kubelet.sh, ~8 min cold) running static
 # pods on bin/shim; -v shows its manifest → Running latencies.
 kubelet: build
 	hack/kubelet.sh >/dev/null
-	BERTH_REQUIRE_TOOLS=1 $(GO) test -tags seccomp -count=1 -timeout 20m -v -run '^TestKubelet$$' ./test/integration/...
+	BERTH_REQUIRE_TOOLS=1 $(GO) test -tags $(TAGS) -count=1 -timeout 20m -v -run '^TestKubelet$$' ./test/integration/...
 
 # The whole suite twice: two ginkgo processes with exec, attach and
 # port-forward over WebSocket, then serially over SPDY (its summary is the
@@ -71,12 +75,12 @@ critest: build
 bench: setup build
 	hack/kubelet.sh >/dev/null
 	hack/containerd.sh >/dev/null
-	$(GO) test -tags seccomp -run '^$$' -bench . -benchmem ./...
+	$(GO) test -tags $(TAGS) -run '^$$' -bench . -benchmem ./...
 
 lint:
 	@bad=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$bad" ]; then echo "gofmt needed: $$bad"; exit 1; fi
-	$(GO) vet -tags seccomp ./...
-	staticcheck -tags seccomp ./...
+	$(GO) vet -tags $(TAGS) ./...
+	staticcheck -tags $(TAGS) ./...
 	shellcheck $$(git ls-files '*.sh') .ci/run
 
 clean:

@@ -39,6 +39,7 @@ type Config struct {
 	Streaming       Streaming           `toml:"streaming" json:"streaming"`
 	Images          Images              `toml:"images" json:"images"`
 	CDI             CDI                 `toml:"cdi" json:"cdi"`
+	NRI             NRI                 `toml:"nri" json:"nri"`
 	Registries      map[string]Registry `toml:"registries" json:"registries"`
 }
 
@@ -76,6 +77,17 @@ type Images struct {
 // CDI locates Container Device Interface specs.
 type CDI struct {
 	SpecDirs []string `toml:"spec_dirs" json:"spec_dirs"`
+}
+
+// NRI configures Node Resource Interface plugins.
+type NRI struct {
+	Enable                    bool     `toml:"enable" json:"enable"`
+	SocketPath                string   `toml:"socket_path" json:"socket_path"`
+	PluginPath                string   `toml:"plugin_path" json:"plugin_path"`
+	PluginConfigPath          string   `toml:"plugin_config_path" json:"plugin_config_path"`
+	PluginRegistrationTimeout Duration `toml:"plugin_registration_timeout" json:"plugin_registration_timeout"`
+	PluginRequestTimeout      Duration `toml:"plugin_request_timeout" json:"plugin_request_timeout"`
+	DisableConnections        bool     `toml:"disable_connections" json:"disable_connections"`
 }
 
 // Registry holds the settings of one registry host.
@@ -196,6 +208,17 @@ func (c *Config) Validate() error {
 	}
 	if c.Images.PullProgressTimeout.Duration <= 0 {
 		return fmt.Errorf("images.pull_progress_timeout: must be positive, got %s", c.Images.PullProgressTimeout)
+	}
+	for key, p := range map[string]string{"nri.socket_path": c.NRI.SocketPath, "nri.plugin_path": c.NRI.PluginPath, "nri.plugin_config_path": c.NRI.PluginConfigPath} {
+		if !filepath.IsAbs(p) {
+			return fmt.Errorf("%s: %q is not an absolute path", key, p)
+		}
+	}
+	if c.NRI.PluginRegistrationTimeout.Duration <= 0 {
+		return fmt.Errorf("nri.plugin_registration_timeout: must be positive, got %s", c.NRI.PluginRegistrationTimeout)
+	}
+	if c.NRI.PluginRequestTimeout.Duration <= 0 {
+		return fmt.Errorf("nri.plugin_request_timeout: must be positive, got %s", c.NRI.PluginRequestTimeout)
 	}
 	if len(c.CDI.SpecDirs) == 0 {
 		return errors.New("cdi.spec_dirs: name at least one directory")

@@ -25,6 +25,7 @@ import (
 	"github.com/berth-runtime/berth/events"
 	"github.com/berth-runtime/berth/images"
 	"github.com/berth-runtime/berth/metrics"
+	"github.com/berth-runtime/berth/nri"
 	"github.com/berth-runtime/berth/sandbox"
 	"github.com/berth-runtime/berth/state"
 	"github.com/berth-runtime/berth/streaming"
@@ -69,6 +70,7 @@ type Daemon struct {
 	grpc     *grpc.Server
 	cri      *cri.Server
 	stream   *streaming.Server
+	nri      *nri.NRI // nil unless enabled
 	served   chan error
 
 	stopOnce sync.Once
@@ -170,6 +172,22 @@ func Start(ctx context.Context, cfg *config.Config, opts Options) (d *Daemon, re
 		return nil, err
 	}
 	sandboxes.SetContainers(containers)
+	var plugins *nri.NRI
+	if cfg.NRI.Enable {
+		plugins, err = nri.New(nri.Config{
+			SocketPath:          cfg.NRI.SocketPath,
+			PluginPath:          cfg.NRI.PluginPath,
+			PluginConfigPath:    cfg.NRI.PluginConfigPath,
+			RegistrationTimeout: cfg.NRI.PluginRegistrationTimeout.Duration,
+			RequestTimeout:      cfg.NRI.PluginRequestTimeout.Duration,
+			DisableConnections:  cfg.NRI.DisableConnections,
+		}, log, sandboxes, containers, opts.Version)
+		if err != nil {
+			return nil, err
+		}
+		sandboxes.SetHooks(plugins)
+		containers.SetHooks(plugins)
+	}
 	// The streaming server listens before the daemon is ready, so a bad
 	// address or certificate fails the start; its URLs are handed out
 	// only by RPCs, which wait for recovery.
@@ -242,6 +260,14 @@ func Start(ctx context.Context, cfg *config.Config, opts Options) (d *Daemon, re
 			return nil, fmt.Errorf("recover state: %w", err)
 		}
 	}
+	// Plugins are synchronised with the recovered pods and containers.
+	if plugins != nil {
+		if err := plugins.Start(); err != nil {
+			return nil, err
+		}
+		undo = append(undo, plugins.Stop)
+		d.nri = plugins
+	}
 	if opts.BeforeReady != nil {
 		if err := opts.BeforeReady(ctx); err != nil {
 			return nil, err
@@ -272,6 +298,9 @@ func (d *Daemon) Stop() {
 			d.log.Warn("in-flight requests outlived the shutdown timeout; closing them", "timeout", timeout)
 			d.grpc.Stop()
 			<-finished
+		}
+		if d.nri != nil {
+			d.nri.Stop()
 		}
 		// After the RPCs, so no URL is handed out any more: sessions end,
 		// exec'd processes are killed (kubelet runs them again).

@@ -287,6 +287,11 @@ go run ./hack/testimages -registry "$REGISTRY" >"$TMP/testimages.log" || {
 	# A CNI directory of the run's own: berth writes its default network
 	# there, and the machine's /etc/cni/net.d is left alone.
 	printf '[cni]\nconf_dir = "%s"\n' "$TMP/net.d"
+	# NRI on a socket of the run's own: critest's NRI specs connect to it
+	# as plugins. Its synchronisation specs hold a plugin's Synchronize open
+	# for 2 s on purpose, which NRI's default request timeout (2 s, as in
+	# containerd) would cut off, dropping the plugin.
+	printf '\n[nri]\nenable = true\nsocket_path = "%s"\nplugin_request_timeout = "5s"\n' "$TMP/nri.sock"
 	for host in registry.k8s.io k8s.gcr.io gcr.io; do
 		printf '\n[registries."%s"]\nmirrors = ["http://%s"]\n' "$host" "$REGISTRY"
 	done
@@ -325,7 +330,7 @@ while IFS= read -r line || [[ -n $line ]]; do
 	[[ -n $line ]] && skips+=("$line")
 done <"$HERE/skip.txt"
 
-suite_args=(-runtime-endpoint "unix://$SOCK" -image-endpoint "unix://$SOCK")
+suite_args=(-runtime-endpoint "unix://$SOCK" -image-endpoint "unix://$SOCK" -nri-socket "$TMP/nri.sock")
 if ((WEBSOCKET)); then
 	suite_args+=(-websocket-exec -websocket-attach -websocket-portforward)
 fi
