@@ -12,31 +12,34 @@ import (
 	"github.com/berth-runtime/berth/test/testutil"
 )
 
-// childrenNamed lists the PIDs whose parent is ppid and whose command is
-// comm (the daemon's monitors).
-func childrenNamed(ppid int, comm string) []int {
+// pidsWhere lists the live processes for which keep holds.
+func pidsWhere(keep func(pid int) bool) []int {
 	var out []int
 	entries, _ := os.ReadDir("/proc")
 	for _, e := range entries {
-		pid, err := strconv.Atoi(e.Name())
-		if err != nil {
-			continue
-		}
-		data, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-		if err != nil {
-			continue
-		}
-		s := string(data)
-		open, close := strings.IndexByte(s, '('), strings.LastIndexByte(s, ')')
-		if open < 0 || close < 0 {
-			continue
-		}
-		fields := strings.Fields(s[close+1:])
-		if len(fields) > 1 && s[open+1:close] == comm && fields[1] == strconv.Itoa(ppid) {
+		if pid, err := strconv.Atoi(e.Name()); err == nil && keep(pid) {
 			out = append(out, pid)
 		}
 	}
 	return out
+}
+
+// childrenNamed lists the PIDs whose parent is ppid and whose command is
+// comm (the daemon's monitors).
+func childrenNamed(ppid int, comm string) []int {
+	return pidsWhere(func(pid int) bool {
+		data, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+		if err != nil {
+			return false
+		}
+		s := string(data)
+		open, close := strings.IndexByte(s, '('), strings.LastIndexByte(s, ')')
+		if open < 0 || close < 0 {
+			return false
+		}
+		fields := strings.Fields(s[close+1:])
+		return len(fields) > 1 && s[open+1:close] == comm && fields[1] == strconv.Itoa(ppid)
+	})
 }
 
 // BenchmarkIntegrationMemory100Pods runs 100 pods of one container each on
