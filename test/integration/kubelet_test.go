@@ -98,9 +98,10 @@ func TestKubelet(t *testing.T) {
 	}
 	// The emptyDir is one directory for both containers.
 	reader := containerID(t, pods[shared], "reader")
-	if out := d.must(t, "exec", "-s", reader, "cat", "/data/note"); out != "from-writer" {
-		t.Errorf("reader sees %q in the shared emptyDir", out)
-	}
+	waitFor(t, "the writer's note, read by the other container", 10*time.Second, func() bool {
+		out, err := d.crictl(t, "exec", "-s", reader, "cat", "/data/note")
+		return err == nil && strings.TrimSpace(out) == "from-writer"
+	})
 	// kubelet pulled the image itself (Always) through berth.
 	if !strings.Contains(d.logs(), "pause:3.9") || !strings.Contains(d.must(t, "images"), "pause") {
 		t.Errorf("pause:3.9 was not pulled through berth")
