@@ -4,6 +4,7 @@ import (
 	"context"
 
 	"github.com/opencontainers/runtime-spec/specs-go"
+	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
 	"github.com/berth-runtime/berth/sandbox"
 )
@@ -19,6 +20,10 @@ type Hooks interface {
 	CreateContainer(ctx context.Context, pod *sandbox.Pod, c *Container, spec *specs.Spec) error
 	PostCreateContainer(ctx context.Context, pod *sandbox.Pod, c *Container)
 	StartContainer(ctx context.Context, pod *sandbox.Pod, c *Container) error
+	// UpdateContainer may change the resources of an update kubelet asked
+	// for (a plugin keeping its CPU pinning, say), or refuse it.
+	UpdateContainer(ctx context.Context, pod *sandbox.Pod, c *Container, r *runtimeapi.LinuxContainerResources) (*runtimeapi.LinuxContainerResources, error)
+	PostUpdateContainer(ctx context.Context, pod *sandbox.Pod, c *Container)
 	PostStartContainer(ctx context.Context, pod *sandbox.Pod, c *Container)
 	// StopContainer is told once, when the container's process has ended,
 	// whether it was stopped or exited on its own.
@@ -34,9 +39,13 @@ func (noHooks) CreateContainer(context.Context, *sandbox.Pod, *Container, *specs
 }
 func (noHooks) PostCreateContainer(context.Context, *sandbox.Pod, *Container)  {}
 func (noHooks) StartContainer(context.Context, *sandbox.Pod, *Container) error { return nil }
-func (noHooks) PostStartContainer(context.Context, *sandbox.Pod, *Container)   {}
-func (noHooks) StopContainer(context.Context, *sandbox.Pod, *Container)        {}
-func (noHooks) RemoveContainer(context.Context, *sandbox.Pod, *Container)      {}
+func (noHooks) UpdateContainer(_ context.Context, _ *sandbox.Pod, _ *Container, r *runtimeapi.LinuxContainerResources) (*runtimeapi.LinuxContainerResources, error) {
+	return r, nil
+}
+func (noHooks) PostUpdateContainer(context.Context, *sandbox.Pod, *Container) {}
+func (noHooks) PostStartContainer(context.Context, *sandbox.Pod, *Container)  {}
+func (noHooks) StopContainer(context.Context, *sandbox.Pod, *Container)       {}
+func (noHooks) RemoveContainer(context.Context, *sandbox.Pod, *Container)     {}
 
 // SetHooks installs the containers' lifecycle hooks; call it before serving.
 func (m *Manager) SetHooks(h Hooks) { m.opts.Hooks = h }

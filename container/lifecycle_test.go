@@ -321,7 +321,7 @@ func TestUpdateResourcesAndStats(t *testing.T) {
 	if out, _ := e.exec(c.ID, "cat", "/proc/1/oom_score_adj"); strings.TrimSpace(out) != "300" {
 		t.Fatalf("oom_score_adj %q", out)
 	}
-	err := e.mgr.UpdateResources(c.ID, &runtimeapi.LinuxContainerResources{
+	err := e.mgr.UpdateResources(context.Background(), c.ID, &runtimeapi.LinuxContainerResources{
 		CpuShares: 256, CpuQuota: 50000, CpuPeriod: 100000, MemoryLimitInBytes: 96 << 20, CpusetCpus: "0",
 	})
 	if err != nil {

@@ -1,6 +1,7 @@
 package container
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"os"
@@ -15,11 +16,23 @@ import (
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
 	"github.com/berth-runtime/berth/monitor"
+	"github.com/berth-runtime/berth/sandbox"
 )
 
-// UpdateResources changes the container's cgroup limits: at once when it
+// UpdateResources is kubelet's update of the container's cgroup limits:
+// hooks may change it first, then it applies at once when the container
 // runs, and for its start when it is only created.
-func (m *Manager) UpdateResources(idOrPrefix string, r *runtimeapi.LinuxContainerResources) error {
+func (m *Manager) UpdateResources(ctx context.Context, idOrPrefix string, r *runtimeapi.LinuxContainerResources) error {
+	return m.updateResources(ctx, idOrPrefix, r, true)
+}
+
+// SetResources applies r as given, without telling the hooks: the update
+// comes from them (an NRI plugin's).
+func (m *Manager) SetResources(idOrPrefix string, r *runtimeapi.LinuxContainerResources) error {
+	return m.updateResources(context.Background(), idOrPrefix, r, false)
+}
+
+func (m *Manager) updateResources(ctx context.Context, idOrPrefix string, r *runtimeapi.LinuxContainerResources, tellHooks bool) error {
 	if r == nil {
 		return nil
 	}
@@ -34,6 +47,13 @@ func (m *Manager) UpdateResources(idOrPrefix string, r *runtimeapi.LinuxContaine
 	}
 	if c.State != StateCreated && c.State != StateRunning {
 		return fmt.Errorf("update container %s: it is %s: %w", c.ID, c.State, errFailedPrecondition)
+	}
+	var pod *sandbox.Pod
+	if tellHooks {
+		pod = m.podOf(c)
+		if r, err = m.opts.Hooks.UpdateContainer(ctx, pod, c, r); err != nil {
+			return fmt.Errorf("update container %s: %w", c.ID, err)
+		}
 	}
 	spec, err := readSpec(c.Bundle)
 	if err != nil {
@@ -80,7 +100,13 @@ func (m *Manager) UpdateResources(idOrPrefix string, r *runtimeapi.LinuxContaine
 	if c.Config, err = protojson.Marshal(cfg); err != nil {
 		return err
 	}
-	return m.save(c)
+	if err := m.save(c); err != nil {
+		return err
+	}
+	if tellHooks {
+		m.opts.Hooks.PostUpdateContainer(ctx, pod, c)
+	}
+	return nil
 }
 
 // ReopenLog makes the container's monitor reopen its log file.

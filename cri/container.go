@@ -26,7 +26,7 @@ type Containers interface {
 	// Spec returns the container's OCI runtime spec.
 	Spec(c *container.Container) (json.RawMessage, error)
 	ExecSync(ctx context.Context, id string, cmd []string, timeout time.Duration) (*container.ExecResult, error)
-	UpdateResources(id string, r *runtimeapi.LinuxContainerResources) error
+	UpdateResources(ctx context.Context, id string, r *runtimeapi.LinuxContainerResources) error
 	ReopenLog(id string) error
 	Stats(id string) (*runtimeapi.ContainerStats, error)
 	ListStats(keep func(*container.Container) bool) []*runtimeapi.ContainerStats
@@ -211,7 +211,7 @@ func groups(gid uint32, extra []uint32) []int64 {
 
 // UpdateContainerResources changes a container's cgroup limits.
 func (s *Server) UpdateContainerResources(ctx context.Context, req *runtimeapi.UpdateContainerResourcesRequest) (*runtimeapi.UpdateContainerResourcesResponse, error) {
-	if err := s.opts.Containers.UpdateResources(req.GetContainerId(), req.GetLinux()); err != nil {
+	if err := s.opts.Containers.UpdateResources(ctx, req.GetContainerId(), req.GetLinux()); err != nil {
 		return nil, err
 	}
 	return &runtimeapi.UpdateContainerResourcesResponse{}, nil

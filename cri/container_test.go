@@ -70,7 +70,7 @@ func (f *fakeContainers) Spec(c *container.Container) (json.RawMessage, error) {
 func (f *fakeContainers) ExecSync(ctx context.Context, id string, cmd []string, timeout time.Duration) (*container.ExecResult, error) {
 	return f.exec(cmd, timeout)
 }
-func (f *fakeContainers) UpdateResources(id string, r *runtimeapi.LinuxContainerResources) error {
+func (f *fakeContainers) UpdateResources(_ context.Context, id string, r *runtimeapi.LinuxContainerResources) error {
 	return nil
 }
 func (f *fakeContainers) ReopenLog(id string) error { return nil }

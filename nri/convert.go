@@ -4,6 +4,7 @@ import (
 	"github.com/containerd/nri/pkg/api"
 	nrigen "github.com/containerd/nri/pkg/runtime-tools/generate"
 	"github.com/opencontainers/runtime-spec/specs-go"
+	"google.golang.org/protobuf/proto"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
 	"github.com/berth-runtime/berth/container"
@@ -138,10 +139,22 @@ func nriResources(r *runtimeapi.LinuxContainerResources) *api.LinuxResources {
 	return out
 }
 
-// criResources turns the OCI resources a plugin asked for into the CRI
-// update berth applies to a running container.
-func criResources(r *specs.LinuxResources) *runtimeapi.LinuxContainerResources {
+// podOrID describes the container's pod, or names it when it is gone.
+func podOrID(pod *sandbox.Pod, c *container.Container) *api.PodSandbox {
+	if pod == nil {
+		return &api.PodSandbox{Id: c.PodID}
+	}
+	return podToNRI(pod)
+}
+
+// mergeResources lays the OCI resources a plugin asked for over base (a
+// CRI update, or nothing), keeping what OCI does not carry (oom_score_adj).
+// A zero field is "leave as is" to berth's update.
+func mergeResources(base *runtimeapi.LinuxContainerResources, r *specs.LinuxResources) *runtimeapi.LinuxContainerResources {
 	out := &runtimeapi.LinuxContainerResources{}
+	if base != nil {
+		out = proto.Clone(base).(*runtimeapi.LinuxContainerResources)
+	}
 	if r == nil {
 		return out
 	}
@@ -155,7 +168,12 @@ func criResources(r *specs.LinuxResources) *runtimeapi.LinuxContainerResources {
 		if c.Period != nil {
 			out.CpuPeriod = int64(*c.Period)
 		}
-		out.CpusetCpus, out.CpusetMems = c.Cpus, c.Mems
+		if c.Cpus != "" {
+			out.CpusetCpus = c.Cpus
+		}
+		if c.Mems != "" {
+			out.CpusetMems = c.Mems
+		}
 	}
 	if m := r.Memory; m != nil {
 		if m.Limit != nil {
@@ -165,10 +183,15 @@ func criResources(r *specs.LinuxResources) *runtimeapi.LinuxContainerResources {
 			out.MemorySwapLimitInBytes = *m.Swap
 		}
 	}
-	for _, h := range r.HugepageLimits {
-		out.HugepageLimits = append(out.HugepageLimits, &runtimeapi.HugepageLimit{PageSize: h.Pagesize, Limit: h.Limit})
+	if len(r.HugepageLimits) > 0 {
+		out.HugepageLimits = nil
+		for _, h := range r.HugepageLimits {
+			out.HugepageLimits = append(out.HugepageLimits, &runtimeapi.HugepageLimit{PageSize: h.Pagesize, Limit: h.Limit})
+		}
 	}
-	out.Unified = r.Unified
+	if len(r.Unified) > 0 {
+		out.Unified = r.Unified
+	}
 	return out
 }
 

@@ -52,7 +52,8 @@ type Pods interface {
 type Containers interface {
 	List() []*container.Container
 	Spec(c *container.Container) (json.RawMessage, error)
-	UpdateResources(id string, r *runtimeapi.LinuxContainerResources) error
+	// SetResources applies a plugin's update without telling the plugins.
+	SetResources(id string, r *runtimeapi.LinuxContainerResources) error
 }
 
 // NRI relays berth's pod and container lifecycle to the plugins. Its
@@ -169,7 +170,7 @@ func (n *NRI) updateOne(u *api.ContainerUpdate) error {
 	if res == nil {
 		return nil
 	}
-	if err := n.containers.UpdateResources(u.GetContainerId(), criResources(res.ToOCI())); err != nil {
+	if err := n.containers.SetResources(u.GetContainerId(), mergeResources(nil, res.ToOCI())); err != nil {
 		return fmt.Errorf("update container %s: %w", u.GetContainerId(), err)
 	}
 	return nil
@@ -195,6 +196,31 @@ func (n *NRI) RunPodSandbox(ctx context.Context, p *sandbox.Pod) error {
 		return fmt.Errorf("NRI: %w", err)
 	}
 	return nil
+}
+
+// UpdatePodSandbox implements sandbox.Hooks: a plugin's error refuses the
+// resize.
+func (n *NRI) UpdatePodSandbox(ctx context.Context, p *sandbox.Pod, overhead, resources *runtimeapi.LinuxContainerResources) error {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	_, err := n.nri.UpdatePodSandbox(ctx, &api.UpdatePodSandboxRequest{
+		Pod:                    podToNRI(p),
+		OverheadLinuxResources: nriResources(overhead),
+		LinuxResources:         nriResources(resources),
+	})
+	if err != nil {
+		return fmt.Errorf("NRI: %w", err)
+	}
+	return nil
+}
+
+// PostUpdatePodSandbox implements sandbox.Hooks.
+func (n *NRI) PostUpdatePodSandbox(ctx context.Context, p *sandbox.Pod) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if err := n.nri.PostUpdatePodSandbox(ctx, &api.PostUpdatePodSandboxRequest{Pod: podToNRI(p)}); err != nil {
+		n.log.WarnContext(ctx, "NRI event failed", "event", "PostUpdatePodSandbox", "pod", p.ID, "error", err)
+	}
 }
 
 // StopPodSandbox implements sandbox.Hooks.
@@ -253,6 +279,44 @@ func (n *NRI) StartContainer(ctx context.Context, pod *sandbox.Pod, c *container
 	return nil
 }
 
+// UpdateContainer implements container.Hooks: plugins may change the
+// resources kubelet asked for, update other containers, or refuse.
+func (n *NRI) UpdateContainer(ctx context.Context, pod *sandbox.Pod, c *container.Container, r *runtimeapi.LinuxContainerResources) (*runtimeapi.LinuxContainerResources, error) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	resp, err := n.nri.UpdateContainer(ctx, &api.UpdateContainerRequest{
+		Pod:            podOrID(pod, c),
+		Container:      containerToNRI(c, n.specOf(c)),
+		LinuxResources: nriResources(r),
+	})
+	if err != nil {
+		return nil, fmt.Errorf("NRI: %w", err)
+	}
+	var others []*api.ContainerUpdate
+	for _, u := range resp.GetUpdate() {
+		switch {
+		case u == nil:
+		case u.GetContainerId() == c.ID:
+			if res := u.GetLinux().GetResources(); res != nil {
+				r = mergeResources(r, res.ToOCI())
+			}
+		default:
+			others = append(others, u)
+		}
+	}
+	if err := n.apply(others); err != nil {
+		return nil, fmt.Errorf("NRI: apply plugins' updates: %w", err)
+	}
+	return r, nil
+}
+
+// PostUpdateContainer implements container.Hooks.
+func (n *NRI) PostUpdateContainer(ctx context.Context, pod *sandbox.Pod, c *container.Container) {
+	n.tell(ctx, "PostUpdateContainer", func(p *api.PodSandbox, ctr *api.Container) error {
+		return n.nri.PostUpdateContainer(ctx, &api.PostUpdateContainerRequest{Pod: p, Container: ctr})
+	}, pod, c)
+}
+
 // PostStartContainer implements container.Hooks.
 func (n *NRI) PostStartContainer(ctx context.Context, pod *sandbox.Pod, c *container.Container) {
 	n.tell(ctx, "PostStartContainer", func(p *api.PodSandbox, ctr *api.Container) error {
@@ -282,13 +346,7 @@ func (n *NRI) RemoveContainer(ctx context.Context, pod *sandbox.Pod, c *containe
 func (n *NRI) tell(ctx context.Context, event string, send func(*api.PodSandbox, *api.Container) error, pod *sandbox.Pod, c *container.Container) {
 	n.mu.Lock()
 	defer n.mu.Unlock()
-	var p *api.PodSandbox
-	if pod != nil {
-		p = podToNRI(pod)
-	} else {
-		p = &api.PodSandbox{Id: c.PodID}
-	}
-	if err := send(p, containerToNRI(c, n.specOf(c))); err != nil {
+	if err := send(podOrID(pod, c), containerToNRI(c, n.specOf(c))); err != nil {
 		n.log.WarnContext(ctx, "NRI event failed", "event", event, "container", c.ID, "error", err)
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"log/slog"
 	"path/filepath"
 	"slices"
@@ -42,7 +43,7 @@ func (f *fakeContainers) List() []*container.Container { return f.ctrs }
 func (f *fakeContainers) Spec(*container.Container) (json.RawMessage, error) {
 	return json.Marshal(&specs.Spec{Process: &specs.Process{Args: []string{"sleep", "1"}}})
 }
-func (f *fakeContainers) UpdateResources(id string, r *runtimeapi.LinuxContainerResources) error {
+func (f *fakeContainers) SetResources(id string, r *runtimeapi.LinuxContainerResources) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.updates[id] = r
@@ -86,6 +87,11 @@ func (p *plugin) RunPodSandbox(_ context.Context, pod *api.PodSandbox) error {
 	return nil
 }
 
+func (p *plugin) UpdatePodSandbox(_ context.Context, pod *api.PodSandbox, _, res *api.LinuxResources) error {
+	p.record(fmt.Sprintf("UpdatePodSandbox %s %d", pod.GetName(), res.GetMemory().GetLimit().GetValue()))
+	return nil
+}
+
 func (p *plugin) StopPodSandbox(_ context.Context, pod *api.PodSandbox) error {
 	p.record("StopPodSandbox " + pod.GetName())
 	return nil
@@ -100,6 +106,14 @@ func (p *plugin) CreateContainer(_ context.Context, pod *api.PodSandbox, c *api.
 	update := &api.ContainerUpdate{ContainerId: "other"}
 	update.SetLinuxCPUShares(512)
 	return adjust, []*api.ContainerUpdate{update}, nil
+}
+
+// UpdateContainer keeps the container on CPU 0 whatever kubelet asks.
+func (p *plugin) UpdateContainer(_ context.Context, _ *api.PodSandbox, c *api.Container, r *api.LinuxResources) ([]*api.ContainerUpdate, error) {
+	p.record("UpdateContainer " + c.GetName())
+	pin := &api.ContainerUpdate{ContainerId: c.GetId()}
+	pin.SetLinuxCPUSetCPUs("0")
+	return []*api.ContainerUpdate{pin}, nil
 }
 
 func (p *plugin) StopContainer(_ context.Context, _ *api.PodSandbox, c *api.Container) ([]*api.ContainerUpdate, error) {
@@ -157,6 +171,9 @@ func TestPluginSeesAdjustsAndRefuses(t *testing.T) {
 	if err := n.RunPodSandbox(ctx, &sandbox.Pod{ID: "p3", Name: "refused"}); err == nil {
 		t.Fatal("a plugin's refusal did not fail RunPodSandbox")
 	}
+	if err := n.UpdatePodSandbox(ctx, pod, nil, &runtimeapi.LinuxContainerResources{MemoryLimitInBytes: 1 << 30}); err != nil {
+		t.Fatalf("update pod: %v", err)
+	}
 
 	c := &container.Container{ID: "c2", PodID: "p2", Name: "app", State: container.StateCreating, CreatedAt: time.Now()}
 	spec := &specs.Spec{Process: &specs.Process{Args: []string{"/app"}, Env: []string{"PATH=/bin"}}, Linux: &specs.Linux{}}
@@ -171,14 +188,24 @@ func TestPluginSeesAdjustsAndRefuses(t *testing.T) {
 		t.Fatalf("update of another container: %+v", ctrs.updates)
 	}
 
+	// kubelet's update: the plugin's pinning wins, the rest is kubelet's.
+	c.State = container.StateRunning
+	got, err := n.UpdateContainer(ctx, pod, c, &runtimeapi.LinuxContainerResources{CpuShares: 256, CpusetCpus: "1", OomScoreAdj: 500})
+	if err != nil {
+		t.Fatalf("update container: %v", err)
+	}
+	if got.GetCpusetCpus() != "0" || got.GetCpuShares() != 256 || got.GetOomScoreAdj() != 500 {
+		t.Fatalf("update after the plugin: %v", got)
+	}
+
 	c.State = container.StateExited
 	n.StopContainer(ctx, pod, c)
 	if err := n.StopPodSandbox(ctx, pod); err != nil {
 		t.Fatal(err)
 	}
 	want := []string{
-		"RunPodSandbox web ns u2", "RunPodSandbox refused  ",
-		"CreateContainer web/app /app", "StopContainer app CONTAINER_STOPPED", "StopPodSandbox web",
+		"RunPodSandbox web ns u2", "RunPodSandbox refused  ", "UpdatePodSandbox web 1073741824",
+		"CreateContainer web/app /app", "UpdateContainer app", "StopContainer app CONTAINER_STOPPED", "StopPodSandbox web",
 	}
 	p.mu.Lock()
 	defer p.mu.Unlock()

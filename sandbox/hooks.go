@@ -1,6 +1,10 @@
 package sandbox
 
-import "context"
+import (
+	"context"
+
+	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+)
 
 // Hooks are told of each pod's lifecycle, in order, and may refuse a pod
 // (the NRI plugins of the nri package). A RunPodSandbox error fails that
@@ -11,6 +15,10 @@ type Hooks interface {
 	// in the snapshot or reported to the plugin afterwards.
 	BlockSync() (unblock func())
 	RunPodSandbox(ctx context.Context, p *Pod) error
+	// UpdatePodSandbox hears of an in-place pod resize before it applies;
+	// an error refuses it. PostUpdatePodSandbox after.
+	UpdatePodSandbox(ctx context.Context, p *Pod, overhead, resources *runtimeapi.LinuxContainerResources) error
+	PostUpdatePodSandbox(ctx context.Context, p *Pod)
 	StopPodSandbox(ctx context.Context, p *Pod) error
 	RemovePodSandbox(ctx context.Context, p *Pod) error
 }
@@ -18,7 +26,11 @@ type Hooks interface {
 // noHooks is the Hooks of a manager that has none.
 type noHooks struct{}
 
-func (noHooks) BlockSync() func()                            { return func() {} }
-func (noHooks) RunPodSandbox(context.Context, *Pod) error    { return nil }
+func (noHooks) BlockSync() func()                         { return func() {} }
+func (noHooks) RunPodSandbox(context.Context, *Pod) error { return nil }
+func (noHooks) UpdatePodSandbox(context.Context, *Pod, *runtimeapi.LinuxContainerResources, *runtimeapi.LinuxContainerResources) error {
+	return nil
+}
+func (noHooks) PostUpdatePodSandbox(context.Context, *Pod)   {}
 func (noHooks) StopPodSandbox(context.Context, *Pod) error   { return nil }
 func (noHooks) RemovePodSandbox(context.Context, *Pod) error { return nil }

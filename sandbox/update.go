@@ -33,6 +33,9 @@ func (m *Manager) UpdateResources(ctx context.Context, id string, overhead, reso
 	if cfg.Linux == nil {
 		cfg.Linux = &runtimeapi.LinuxPodSandboxConfig{}
 	}
+	if err := m.opts.Hooks.UpdatePodSandbox(ctx, p.clone(), overhead, resources); err != nil {
+		return fmt.Errorf("update pod %s resources: %w", p.ID, err)
+	}
 	cfg.Linux.Overhead, cfg.Linux.Resources = overhead, resources
 	cg, err := cgroupManager(p.Cgroup)
 	if err != nil {
@@ -46,5 +49,9 @@ func (m *Manager) UpdateResources(ctx context.Context, id string, overhead, reso
 	if p.Config, err = protojson.Marshal(cfg); err != nil {
 		return fmt.Errorf("update pod %s resources: encode config: %w", p.ID, err)
 	}
-	return m.save(p)
+	if err := m.save(p); err != nil {
+		return err
+	}
+	m.opts.Hooks.PostUpdatePodSandbox(ctx, p.clone())
+	return nil
 }
