@@ -11,7 +11,8 @@ import (
 
 // Hooks are told of each container's lifecycle, in order (the NRI plugins
 // of the nri package). CreateContainer may adjust the container's spec or
-// refuse it, StartContainer may refuse the start; the others are only told.
+// refuse it, StartContainer may refuse the start, UpdateContainer may change
+// or refuse an update; the others are only told.
 type Hooks interface {
 	// BlockSync keeps a newly connected plugin from taking its snapshot of
 	// the containers until unblock is called, so that a container being
@@ -20,11 +21,11 @@ type Hooks interface {
 	CreateContainer(ctx context.Context, pod *sandbox.Pod, c *Container, spec *specs.Spec) error
 	PostCreateContainer(ctx context.Context, pod *sandbox.Pod, c *Container)
 	StartContainer(ctx context.Context, pod *sandbox.Pod, c *Container) error
+	PostStartContainer(ctx context.Context, pod *sandbox.Pod, c *Container)
 	// UpdateContainer may change the resources of an update kubelet asked
 	// for (a plugin keeping its CPU pinning, say), or refuse it.
 	UpdateContainer(ctx context.Context, pod *sandbox.Pod, c *Container, r *runtimeapi.LinuxContainerResources) (*runtimeapi.LinuxContainerResources, error)
 	PostUpdateContainer(ctx context.Context, pod *sandbox.Pod, c *Container)
-	PostStartContainer(ctx context.Context, pod *sandbox.Pod, c *Container)
 	// StopContainer is told once, when the container's process has ended,
 	// whether it was stopped or exited on its own.
 	StopContainer(ctx context.Context, pod *sandbox.Pod, c *Container)
