@@ -233,6 +233,8 @@ CGROUPS_BEFORE=$(cgroup_dirs)
 IPS_BEFORE=$(ip_allocations)
 BRIDGE_EXISTED=0
 ip link show berth0 >/dev/null 2>&1 && BRIDGE_EXISTED=1
+# berth's default pod cgroup parent, made on first use.
+POD_PARENTS_BEFORE=$(ls -d /sys/fs/cgroup/*/berth /sys/fs/cgroup/berth 2>/dev/null || true)
 mkdir -p "$TMP/registry" "$TMP/critest-tmp"
 SHM_BEFORE=$(awk 'NR > 1 { print $2 }' /proc/sysvipc/shm 2>/dev/null | tr '\n' ' ')
 
@@ -378,6 +380,12 @@ check_leaks_stopped
 if ((${#LEAKS[@]} == 0)); then
 	# The run created the pod bridge: with no pod left on it, it goes too.
 	((BRIDGE_EXISTED)) || ip link del berth0 2>/dev/null || true
+	# So does the pod cgroup parent it made, empty now.
+	for dir in /sys/fs/cgroup/*/berth /sys/fs/cgroup/berth; do
+		if [[ -d $dir ]] && ! grep -qxF "$dir" <<<"$POD_PARENTS_BEFORE"; then
+			rmdir "$dir" 2>/dev/null || log "warning: could not remove $dir"
+		fi
+	done
 	leak_out="leaks: none"
 else
 	leak_out=$(printf 'leak: %s\n' "${LEAKS[@]}")
