@@ -71,11 +71,13 @@ critest: build
 	test/critest/run.sh --parallel 2 --websocket
 	test/critest/run.sh
 
-# Includes kubelet on berth against kubelet on containerd, both built once.
+# Includes kubelet on berth against kubelet on containerd, both built once,
+# and critest's own benchmark specs.
 bench: setup build
 	hack/kubelet.sh >/dev/null
 	hack/containerd.sh >/dev/null
 	$(GO) test -tags $(TAGS) -run '^$$' -bench . -benchmem ./...
+	test/critest/run.sh --benchmark
 
 lint:
 	@bad=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$bad" ]; then echo "gofmt needed: $$bad"; exit 1; fi

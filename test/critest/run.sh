@@ -9,10 +9,12 @@ set -euo pipefail
 
 usage() {
 	cat <<'EOF'
-usage: test/critest/run.sh [--parallel N] [--websocket] [--focus REGEX] [--timeout DURATION] [--artifacts DIR]
+usage: test/critest/run.sh [--parallel N] [--websocket] [--benchmark] [--focus REGEX] [--timeout DURATION] [--artifacts DIR]
 
   --parallel N       run N ginkgo processes (through the ginkgo CLI); default 1
   --websocket        use websocket instead of SPDY for exec, attach and port-forward
+  --benchmark        run critest's benchmark specs instead of the validation suite and
+                     print each operation's median and 90th percentile
   --focus REGEX      run only the specs matching REGEX; expected specs left out are not counted
   --timeout DURATION give up on critest after DURATION (ginkgo syntax, e.g. 20m); default 20m
   --artifacts DIR    copy the berth, registry and critest logs and the report to DIR
@@ -27,6 +29,7 @@ die() {
 
 PARALLEL=1
 WEBSOCKET=0
+BENCHMARK=0
 FOCUS=
 TIMEOUT=20m
 ARTIFACTS=
@@ -39,6 +42,10 @@ while (($#)); do
 		;;
 	--websocket)
 		WEBSOCKET=1
+		shift
+		;;
+	--benchmark)
+		BENCHMARK=1
 		shift
 		;;
 	--focus)
@@ -336,6 +343,23 @@ suite_args=(-runtime-endpoint "unix://$SOCK" -image-endpoint "unix://$SOCK" -nri
 if ((WEBSOCKET)); then
 	suite_args+=(-websocket-exec -websocket-attach -websocket-portforward)
 fi
+if ((BENCHMARK)); then
+	# Sizes a 2-core machine runs in a few minutes; the images are the
+	# local registry's, through the mirrors.
+	e2e=registry.k8s.io/e2e-test-images
+	cat >"$TMP/benchmark.yaml" <<EOF
+containersNumber: 40
+containersNumberParallel: 2
+podsNumber: 40
+podsNumberParallel: 2
+imagesNumber: 10
+imagesNumberParallel: 1
+imagePullingBenchmarkImage: $e2e/busybox:1.29-2
+imageListingBenchmarkImages: [$e2e/busybox:1.29-2, $e2e/nginx:1.14-2, $e2e/httpd:2.4.39-4]
+EOF
+	mkdir -p "$TMP/benchmark"
+	suite_args+=(-benchmark -benchmarking-params-file "$TMP/benchmark.yaml" -benchmarking-output-dir "$TMP/benchmark")
+fi
 ginkgo_args=(--timeout="$TIMEOUT" --json-report="$TMP/report.json" --no-color)
 for s in "${skips[@]}"; do
 	ginkgo_args+=(--skip="$s")
@@ -370,6 +394,7 @@ log "critest exited with status $critest_rc after $((SECONDS - start))s"
 # --- results -----------------------------------------------------------------
 report_args=(-report "$TMP/report.json" -expected "$HERE/expected-pass.txt")
 [[ -n $FOCUS ]] && report_args+=(-focused)
+((BENCHMARK)) && report_args+=(-benchmark "$TMP/benchmark")
 report_rc=0
 report_out=$("$TMP/report" "${report_args[@]}" 2>&1) || report_rc=$?
 

@@ -67,7 +67,19 @@ func main() {
 	reportPath := flag.String("report", "", "ginkgo JSON report (--json-report)")
 	expectedPath := flag.String("expected", "", "expected-pass.txt: one full spec name per line, # comments")
 	focused := flag.Bool("focused", false, "the run used --focus: ignore expected specs it did not select")
+	benchmarkDir := flag.String("benchmark", "", "critest ran in -benchmark mode with this output directory: summarise it instead of checking expected-pass.txt")
 	flag.Parse()
+	if *benchmarkDir != "" && *reportPath != "" {
+		specs, err := readReport(*reportPath)
+		if err != nil {
+			fmt.Printf("no usable critest report: %v\n", err)
+			os.Exit(1)
+		}
+		if !benchmarkCheck(os.Stdout, specs, *benchmarkDir) {
+			os.Exit(1)
+		}
+		return
+	}
 	if *reportPath == "" || *expectedPath == "" {
 		flag.Usage()
 		os.Exit(2)
