@@ -106,3 +106,28 @@ func TestReadReportBroken(t *testing.T) {
 		t.Error("report without specs accepted")
 	}
 }
+
+func TestBenchmarkCheck(t *testing.T) {
+	dir := t.TempDir()
+	data := `{"operationsNames":["CreatePod","RemovePod"],"numParallel":2,"datapoints":[
+		{"operationsDurationsNs":[3000000,1000000]},{"operationsDurationsNs":[1000000,1000000]},
+		{"operationsDurationsNs":[2000000,1000000]}]}`
+	if err := os.WriteFile(filepath.Join(dir, "pod_benchmark_data.json"), []byte(data), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	passed := specReport{LeafNodeText: "benchmark about lifecycle of PodSandbox", State: "passed"}
+	var out strings.Builder
+	if !benchmarkCheck(&out, []specReport{passed}, dir) {
+		t.Fatalf("a passing run failed:\n%s", out.String())
+	}
+	for _, want := range []string{"pod_benchmark_data.json (3 samples, 2 in parallel)", "CreatePod", "median        2ms", "p90        3ms", "critest benchmarks: 1 passed, 0 failed"} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("output lacks %q:\n%s", want, out.String())
+		}
+	}
+	failed := specReport{LeafNodeText: "benchmark about listing Image", State: "failed"}
+	out.Reset()
+	if benchmarkCheck(&out, []specReport{passed, failed}, dir) {
+		t.Fatalf("a failed benchmark passed:\n%s", out.String())
+	}
+}
