@@ -44,37 +44,22 @@ var (
 func init() { reexec.Serve() }
 
 func TestMain(m *testing.M) {
-	os.Exit(func() int {
-		if os.Geteuid() != 0 {
-			fmt.Println("container tests need root")
-			return 1
-		}
-		dir, err := os.MkdirTemp("", "berth-container-test")
-		if err != nil {
-			panic(err)
-		}
-		defer os.RemoveAll(dir)
-		if monitorBinary, err = testutil.BuildMonitor(dir); err != nil {
-			fmt.Println(err)
-			return 1
-		}
+	os.Exit(testutil.RootMain(m, "container", func(dir, monitor string) error {
+		monitorBinary = monitor
 		busyboxLayer = filepath.Join(dir, "layer")
 		if err := testutil.BusyboxRootfs(busyboxLayer); err != nil {
-			fmt.Println(err)
-			return 1
+			return err
 		}
-		if dataLayers, err = dataImage(dir); err != nil {
-			fmt.Println(err)
-			return 1
-		}
-		code := m.Run()
+		var err error
+		dataLayers, err = dataImage(dir)
+		return err
+	}, func() []string {
 		_ = exec.Command("ip", "link", "del", testBridge).Run()
 		if left := testutil.RemoveCgroup(strings.TrimPrefix(testCgroup, "/")); len(left) > 0 {
-			fmt.Printf("cgroups left: %v\n", left)
-			code = 1
+			return []string{fmt.Sprintf("cgroups left: %v", left)}
 		}
-		return code
-	}())
+		return nil
+	}))
 }
 
 // dataImage writes the "data" image's two layers: etc/marker in the

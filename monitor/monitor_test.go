@@ -31,22 +31,10 @@ func init() { reexec.Serve() }
 
 func TestMain(m *testing.M) {
 	launcher = []string{os.Args[0], launch.Subcommand}
-	os.Exit(func() int {
-		if os.Geteuid() != 0 {
-			fmt.Println("monitor tests need root")
-			return 1
-		}
-		dir, err := os.MkdirTemp("", "berth-monitor-bin")
-		if err != nil {
-			panic(err)
-		}
-		defer os.RemoveAll(dir)
-		if monitorBinary, err = testutil.BuildMonitor(dir); err != nil {
-			fmt.Println(err)
-			return 1
-		}
-		return m.Run()
-	}())
+	os.Exit(testutil.RootMain(m, "monitor", func(_, monitor string) error {
+		monitorBinary = monitor
+		return nil
+	}, nil))
 }
 
 type fixture struct {

@@ -39,33 +39,16 @@ var (
 func init() { reexec.Serve() }
 
 func TestMain(m *testing.M) {
-	os.Exit(func() int {
-		if os.Geteuid() != 0 {
-			fmt.Println("streaming tests need root")
-			return 1
-		}
-		dir, err := os.MkdirTemp("", "berth-streaming-test")
-		if err != nil {
-			fmt.Println(err)
-			return 1
-		}
-		defer os.RemoveAll(dir)
-		if monitorBinary, err = testutil.BuildMonitor(dir); err != nil {
-			fmt.Println(err)
-			return 1
-		}
+	os.Exit(testutil.RootMain(m, "streaming", func(dir, monitor string) error {
+		monitorBinary = monitor
 		busyboxLayer = filepath.Join(dir, "layer")
-		if err := testutil.BusyboxRootfs(busyboxLayer); err != nil {
-			fmt.Println(err)
-			return 1
-		}
-		code := m.Run()
+		return testutil.BusyboxRootfs(busyboxLayer)
+	}, func() []string {
 		if left := testutil.RemoveCgroup(strings.TrimPrefix(testCgroup, "/")); len(left) > 0 {
-			fmt.Printf("cgroups left: %v\n", left)
-			code = 1
+			return []string{fmt.Sprintf("cgroups left: %v", left)}
 		}
-		return code
-	}())
+		return nil
+	}))
 }
 
 // busyboxImage serves one image from the unpacked layer.
