@@ -254,6 +254,12 @@ func (e *env) pod(hostNetwork bool) *sandbox.Pod {
 			},
 		},
 	}
+	return e.runPod(cfg)
+}
+
+// runPod runs the pod and returns its record.
+func (e *env) runPod(cfg *runtimeapi.PodSandboxConfig) *sandbox.Pod {
+	e.t.Helper()
 	id, err := e.pods.Run(context.Background(), cfg, "")
 	if err != nil {
 		e.t.Fatalf("run pod: %v", err)

@@ -1,7 +1,6 @@
 package container
 
 import (
-	"context"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -41,15 +40,7 @@ func (e *env) usernsPod(pid runtimeapi.NamespaceMode) *sandbox.Pod {
 			},
 		},
 	}
-	id, err := e.pods.Run(context.Background(), cfg, "")
-	if err != nil {
-		e.t.Fatalf("run pod: %v", err)
-	}
-	p, err := e.pods.Get(id)
-	if err != nil {
-		e.t.Fatal(err)
-	}
-	return p
+	return e.runPod(cfg)
 }
 
 // letUsernsIn opens the test's temporary directories (0700, above berth's
