@@ -119,33 +119,28 @@ func memoryMetrics(e *emitter, mem cgroups.MemoryStats, v2 bool) {
 func blkioMetrics(e *emitter, io cgroups.BlkioStats) {
 	type key struct{ major, minor uint64 }
 	reads, writes := map[key][2]uint64{}, map[key][2]uint64{} // bytes, ops
+	// tally adds v to slot (0 bytes, 1 ops) of the device's reads or writes.
+	tally := func(op string, k key, slot int, v uint64) {
+		var m map[key][2]uint64
+		switch op {
+		case "Read", "read":
+			m = reads
+		case "Write", "write":
+			m = writes
+		default:
+			return
+		}
+		t := m[k]
+		t[slot] += v
+		m[k] = t
+	}
 	for _, s := range io.IoServiceBytesRecursive {
-		k := key{s.Major, s.Minor}
 		dev := deviceName(s.Major, s.Minor)
 		e.add("container_blkio_device_usage_total", s.Value, dev, fmt.Sprint(s.Major), fmt.Sprint(s.Minor), s.Op)
-		switch s.Op {
-		case "Read", "read":
-			v := reads[k]
-			v[0] += s.Value
-			reads[k] = v
-		case "Write", "write":
-			v := writes[k]
-			v[0] += s.Value
-			writes[k] = v
-		}
+		tally(s.Op, key{s.Major, s.Minor}, 0, s.Value)
 	}
 	for _, s := range io.IoServicedRecursive {
-		k := key{s.Major, s.Minor}
-		switch s.Op {
-		case "Read", "read":
-			v := reads[k]
-			v[1] += s.Value
-			reads[k] = v
-		case "Write", "write":
-			v := writes[k]
-			v[1] += s.Value
-			writes[k] = v
-		}
+		tally(s.Op, key{s.Major, s.Minor}, 1, s.Value)
 	}
 	for k, v := range reads {
 		dev := deviceName(k.major, k.minor)

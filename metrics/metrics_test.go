@@ -1,6 +1,7 @@
 package metrics
 
 import (
+	"maps"
 	"os"
 	"slices"
 	"strings"
@@ -180,5 +181,35 @@ func TestCountProcesses(t *testing.T) {
 	}
 	if got := keyedValue([]byte("oom 0\noom_kill 3\n"), "oom_kill"); got != 3 {
 		t.Errorf("keyedValue = %d", got)
+	}
+}
+
+func TestBlkioMetrics(t *testing.T) {
+	e := &emitter{base: make([]string, len(baseLabels))}
+	blkioMetrics(e, cgroups.BlkioStats{
+		IoServiceBytesRecursive: []cgroups.BlkioStatEntry{
+			{Major: 8, Minor: 0, Op: "Read", Value: 4096}, {Major: 8, Minor: 0, Op: "Write", Value: 512},
+			{Major: 8, Minor: 0, Op: "Total", Value: 4608}, {Major: 8, Minor: 16, Op: "write", Value: 100},
+		},
+		IoServicedRecursive: []cgroups.BlkioStatEntry{
+			{Major: 8, Minor: 0, Op: "Read", Value: 3}, {Major: 8, Minor: 0, Op: "Write", Value: 2},
+			{Major: 8, Minor: 16, Op: "write", Value: 1},
+		},
+	})
+	got := map[string]uint64{}
+	for _, m := range e.out {
+		l := m.GetLabelValues()[len(baseLabels):]
+		if len(l) == 1 {
+			got[m.GetName()+" "+l[0]] = m.GetValue().GetValue()
+		}
+	}
+	sda, sdb := deviceName(8, 0), deviceName(8, 16)
+	want := map[string]uint64{
+		"container_fs_reads_bytes_total " + sda: 4096, "container_fs_reads_total " + sda: 3,
+		"container_fs_writes_bytes_total " + sda: 512, "container_fs_writes_total " + sda: 2,
+		"container_fs_writes_bytes_total " + sdb: 100, "container_fs_writes_total " + sdb: 1,
+	}
+	if !maps.Equal(got, want) {
+		t.Errorf("per-device I/O %v, want %v", got, want)
 	}
 }
